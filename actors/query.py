@@ -1,0 +1,146 @@
+"""Question answering over stored memories: two-stage adaptive memory selection.
+
+1. Archive stage: a video-independent question embedding searches the ANN index of all
+   clip indicators (with the SQL pre-filter) for candidate videos.
+2. Video stage (the paper's selection): per candidate video, the question conditioned on
+   that video's last memory re-scores its clips; the top K are kept in time order.
+Nothing is re-encoded: only the question goes through the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+
+from models.registry import load_model
+from schemas.config import QueryConfig, StorageConfig
+from schemas.records import Question, QueryResult, SelectedClip, StageError
+from storage.lance import MemoryStore
+from storage.sql import SqlError, compile_sql, compile_where, execute
+
+CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class QueryStage:
+    """Selects memories for questions (the Ray query actor wraps it)."""
+
+    def __init__(self, checkpoint: str, encoder: str, storage: StorageConfig, query: QueryConfig):
+        self.checkpoint, self.encoder = checkpoint, encoder
+        self.storage_cfg, self.cfg = storage, query
+        self.model = None
+        self.store: MemoryStore | None = None
+
+    def setup(self) -> None:
+        """Load the question side of the model and open the store (inside the actor)."""
+        if self.model is None:
+            self.model = load_model(self.checkpoint)
+            self.store = MemoryStore(self.storage_cfg)
+
+    # ---- selection -----------------------------------------------------------------------
+    def select(self, questions: list[Question], with_memory: bool = False) -> list[QueryResult]:
+        """The selected clips for each question; a bad question gets an error, not a raise."""
+        self.setup()
+        results = [QueryResult(q.question, q.id) for q in questions]
+        filters: dict[int, str] = {}
+        for i, q in enumerate(questions):
+            try:
+                filters[i] = self._filter(q.where)
+            except SqlError as exc:
+                results[i].error = StageError("where", str(exc))
+        if not filters:
+            return results
+        order = sorted(filters)
+        vectors = self._embed([questions[i].question for i in order])  # (B, Q)
+        for row, i in enumerate(order):
+            k = questions[i].k or self.cfg.top_k
+            try:
+                results[i].clips = self._select_one(vectors[row], filters[i], k, with_memory)
+            except Exception as exc:  # storage errors of one question must not stop the batch
+                results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
+        return results
+
+    def _select_one(self, q: np.ndarray, where: str, k: int, with_memory: bool):
+        hits = self.store.search(q[None], where, self.cfg.candidates, ["video_id"])
+        if hits.num_rows == 0:
+            return []
+        candidates = list(dict.fromkeys(hits.column("video_id").to_pylist()))
+        candidates = candidates[: self.cfg.max_videos * 2]
+        per_video = self._video_stage(q, candidates, where, k)
+        per_video.sort(key=lambda clips: -max(c.score for c in clips))
+        chosen = [clip for clips in per_video[: self.cfg.max_videos] for clip in clips]
+        if with_memory and chosen:
+            memories = self.store.fetch_memories(
+                [(c.video_id, c.clip_index) for c in chosen], self.encoder
+            )
+            for clip in chosen:
+                clip.memory = memories[(clip.video_id, clip.clip_index)]
+        return chosen
+
+    def _video_stage(self, q: np.ndarray, video_ids: list[str], where: str, k: int):
+        """Re-score every clip of each candidate video with the memory-conditioned question."""
+        ids = ", ".join(_quote(v) for v in video_ids)
+        table = self.store.scan(f"({where}) AND video_id IN ({ids})", CLIP_COLUMNS)
+        groups: dict[str, list[dict]] = {}
+        for row in table.to_pylist():
+            groups.setdefault(row["video_id"], []).append(row)
+        last_keys = [(v, max(r["clip_index"] for r in rows)) for v, rows in groups.items()]
+        last_memory = self.store.fetch_memories(last_keys, self.encoder)
+        with torch.inference_mode():
+            memories = torch.from_numpy(np.stack([last_memory[key] for key in last_keys]))
+            qs = torch.from_numpy(np.repeat(q[None], len(last_keys), axis=0))
+            conditioned = self.model.condition_questions(qs, memories).numpy()  # (V, Q)
+        selected = []
+        for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
+            rows = groups[video_id]
+            indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
+            scores = indicators @ q_video
+            top = sorted(np.argsort(-scores)[:k], key=lambda j: rows[j]["clip_index"])
+            selected.append([self._clip(rows[j], float(scores[j])) for j in top])
+        return selected
+
+    @staticmethod
+    def _clip(row: dict, score: float) -> SelectedClip:
+        return SelectedClip(
+            video_id=row["video_id"],
+            uri=row["uri"],
+            clip_index=row["clip_index"],
+            t_start=float(row["t_start"]),
+            t_end=float(row["t_end"]),
+            score=score,
+        )
+
+    # ---- SQL -----------------------------------------------------------------------------
+    def sql(self, text: str) -> pa.Table:
+        """Run one statement of the SQL-like search API (raises SqlError on bad SQL)."""
+        self.setup()
+        compiled = compile_sql(text)
+        if compiled.table == "memories":
+            own = f"encoder = {_quote(self.encoder)}"
+            compiled = replace(compiled, where=f"({compiled.where}) AND {own}" if compiled.where else own)
+        vector = self._embed([compiled.relevance])[0] if compiled.relevance else None
+        return execute(self.store, compiled, vector)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _filter(self, where: str | None) -> str:
+        own = f"encoder = {_quote(self.encoder)}"
+        return f"({compile_where(where)}) AND {own}" if where else own
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model.encode_questions(texts).float().numpy()
+
+
+def make_query_pool(size: int, *args) -> ray.util.ActorPool:
+    """A pool of query actors (fractional CPUs: they mostly wait on storage)."""
+    actor_cls = ray.remote(num_cpus=0.25)(QueryStage)
+    actors = [actor_cls.remote(*args) for _ in range(size)]
+    ray.get([a.setup.remote() for a in actors])
+    return ray.util.ActorPool(actors)

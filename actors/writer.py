@@ -1,0 +1,50 @@
+"""The single writer of an ingest run: batched, idempotent commits of memories + catalog.
+
+Memories of a video are committed before its catalog row says ``done``; both are
+merge-inserts on their keys. A run killed at any point and run again re-encodes only the
+videos not yet ``done`` and rewrites the same keys: nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+from schemas.config import StorageConfig
+from schemas.records import MemoryRecord, VideoOutcome
+from storage.catalog import Catalog
+from storage.lance import MemoryStore, writer_lock
+
+
+class MemoryWriter:
+    """Buffers finished videos and commits them ``commit_videos`` at a time."""
+
+    def __init__(self, cfg: StorageConfig, encoder: str, dims: tuple[int, int, int]):
+        self.cfg, self.encoder = cfg, encoder
+        self.store = MemoryStore(cfg)
+        self.store.ensure_memories(*dims)
+        self.catalog = Catalog(self.store)
+        self._outcomes: list[VideoOutcome] = []
+        self._records: list[MemoryRecord] = []
+        self.commits = 0
+
+    def add(self, outcome: VideoOutcome, records: list[MemoryRecord]) -> None:
+        """Take one finished video; commit when the buffer is full."""
+        self._outcomes.append(outcome)
+        self._records.extend(records)
+        if len(self._outcomes) >= self.cfg.commit_videos:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit what is buffered: memories first, then the catalog rows."""
+        if not self._outcomes:
+            return
+        tasks = {o.task.video_id: o.task for o in self._outcomes}
+        with writer_lock(self.cfg):
+            if self._records:
+                self.store.write_memories(self._records, self.encoder, tasks)
+            for outcome in self._outcomes:
+                if outcome.status == "done":
+                    self.store.delete_stale_clips(
+                        outcome.task.video_id, self.encoder, outcome.n_clips
+                    )
+            self.catalog.record(self._outcomes, self.encoder)
+        self.commits += 1
+        self._outcomes, self._records = [], []

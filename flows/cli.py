@@ -1,0 +1,161 @@
+"""The ``vmem`` command line: starts the flows and prints their results."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from flows import views  # noqa: E402
+from schemas.config import ConfigError, VMemConfig, load_config  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[str | None, typer.Option("--db", help="LanceDB URI (folder or s3://); default $VMEM_DB or ./vmem-data")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON config file")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="model checkpoint directory")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
+
+
+def _config(config: Path | None, db: str | None, model: str | None = None) -> VMemConfig:
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    return cfg.with_overrides(storage={"db": db}, model={"path": model})
+
+
+def _fail(message: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="folder (recursive) or s3://bucket/prefix")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    retry_failed: Annotated[bool, typer.Option(help="retry videos that failed before")] = False,
+):
+    """Decode and encode every new or changed video of SOURCE into memories."""
+    from flows.ingest import ingest_flow
+    from storage.archive import ArchiveError
+
+    cfg = _config(config, db, model)
+    try:
+        report = ingest_flow(source, cfg, retry_failed)
+    except ArchiveError as exc:
+        _fail(str(exc))
+    views.print_ingest_report(console, report)
+
+
+@app.command()
+def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False):
+    """The catalog: every video, its status and error."""
+    from storage.catalog import Catalog
+    from storage.lance import MemoryStore
+
+    cfg = _config(config, db)
+    rows = Catalog(MemoryStore(cfg.storage)).all().to_pylist()
+    views.print_status(console, rows, json_out)
+
+
+@app.command()
+def ask(
+    question: str,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    where: Annotated[str | None, typer.Option(help="SQL predicate pre-filter")] = None,
+    k: Annotated[int | None, typer.Option("-k", help="clips selected per video")] = None,
+    json_out: JsonOpt = False,
+):
+    """The memories selected for one question, in time order per video."""
+    from actors.query import QueryStage
+    from actors.runtime import resolve_encoder
+    from schemas.records import Question
+
+    cfg = _config(config, db, model)
+    checkpoint, encoder = resolve_encoder(cfg)
+    stage = QueryStage(checkpoint, encoder, cfg.storage, cfg.query)
+    result = stage.select([Question(question=question, where=where, k=k)])[0]
+    if result.error is not None:
+        _fail(str(result.error))
+    views.print_selection(console, result, json_out)
+
+
+@app.command()
+def answer(
+    questions: Annotated[Path, typer.Argument(help="JSONL: one {\"question\": ...} per line")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="results .parquet")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+):
+    """Answer a bulk batch of questions on the query actor pool; write Parquet."""
+    from flows.answer import QuestionFileError, answer_flow
+
+    cfg = _config(config, db, model)
+    try:
+        report = answer_flow(str(questions), str(output), cfg)
+    except QuestionFileError as exc:
+        _fail(str(exc))
+    console.print(
+        f"{report.questions} questions: {report.answered} answered, {report.failed} failed; "
+        f"{report.rows} rows -> {report.output} ({report.wall_seconds:.1f} s)"
+    )
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SELECT ... FROM memories|videos ...")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
+):
+    """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
+    from actors.query import QueryStage
+    from actors.runtime import resolve_encoder
+    from storage.sql import SqlError
+
+    cfg = _config(config, db, model)
+    checkpoint, encoder = resolve_encoder(cfg)
+    try:
+        table = QueryStage(checkpoint, encoder, cfg.storage, cfg.query).sql(statement)
+    except SqlError as exc:
+        _fail(f"SQL error: {exc}")
+    views.print_table(console, table.to_pylist(), json_out)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the sample archive is written")] = Path(
+        "vmem-demo"
+    ),
+    db: DbOpt = None,
+):
+    """Write a sample archive, ingest it, ask a few questions, print the answers."""
+    from flows.demo import run_demo
+
+    cfg = _config(None, db or str(workdir / "db"))
+    run_demo(workdir, cfg, console)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,94 @@
+"""The ingest flow: archive -> memories in LanceDB, each video decoded and encoded once."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from actors.pipeline import IngestPipeline
+from actors.runtime import ensure_ray, resolve_encoder
+from actors.writer import MemoryWriter
+from flows.progress import IngestProgress
+from flows.report import ingest_markdown
+from models.registry import load_model
+from schemas.config import VMemConfig
+from schemas.records import IngestReport, VideoOutcome, VideoTask
+from storage.archive import list_source
+from storage.catalog import Catalog
+from storage.lance import MemoryStore
+
+
+@task(name="list-archive")
+def list_archive(source: str, cfg: VMemConfig) -> list[VideoTask]:
+    """Every video object under SOURCE (a folder or s3://bucket/prefix)."""
+    return list_source(source, cfg.storage.storage_options)
+
+
+@task(name="plan")
+def plan(tasks: list[VideoTask], cfg: VMemConfig, encoder: str, retry_failed: bool):
+    """Diff against the catalog: (videos to ingest, videos unchanged since last time)."""
+    return Catalog(MemoryStore(cfg.storage)).plan(tasks, encoder, retry_failed)
+
+
+@task(name="decode-encode-commit")
+def run_pipeline(todo: list[VideoTask], cfg: VMemConfig, checkpoint: str, encoder: str):
+    """Decode (CPU actors) -> encode (GPU/CPU actors) -> batched commits by one writer."""
+    model = load_model(checkpoint)
+    dims = (model.indicator_dim, model.memory_tokens, model.hidden_size)
+    del model
+    writer = MemoryWriter(cfg.storage, encoder, dims)
+    outcomes: list[VideoOutcome] = []
+    clips = 0
+    if todo:
+        ensure_ray(cfg.ray)
+        pipeline = IngestPipeline(cfg, checkpoint)
+        with IngestProgress(len(todo)) as progress:
+
+            def on_video(outcome, records):
+                outcomes.append(outcome)
+                writer.add(outcome, records)
+                progress.video_done(outcome)
+
+            def on_clips(n):
+                nonlocal clips
+                clips += n
+                progress.clips_done(n)
+
+            pipeline.run(todo, on_video, on_clips)
+    writer.flush()
+    return outcomes, writer.commits
+
+
+@flow(name="vmem-ingest", log_prints=True)
+def ingest_flow(source: str, config: VMemConfig, retry_failed: bool = False) -> IngestReport:
+    """List -> plan -> decode/encode/commit -> report."""
+    started = time.perf_counter()
+    checkpoint, encoder = resolve_encoder(config)
+    tasks = list_archive(source, config)
+    todo, skipped = plan(tasks, config, encoder, retry_failed)
+    outcomes, commits = run_pipeline(todo, config, checkpoint, encoder)
+    report = summarise(source, config, encoder, outcomes, len(skipped), commits)
+    report.wall_seconds = time.perf_counter() - started
+    create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))
+    get_run_logger().info(
+        "ingest: %d done, %d failed, %d skipped", report.done, report.failed, report.skipped
+    )
+    return report
+
+
+def summarise(source, cfg, encoder, outcomes, skipped: int, commits: int) -> IngestReport:
+    """Fold per-video outcomes into the run's report."""
+    report = IngestReport(
+        source=source, db=cfg.storage.db, encoder=encoder, skipped=skipped, commits=commits
+    )
+    for outcome in outcomes:
+        if outcome.status == "done":
+            report.done += 1
+            report.clips += outcome.n_clips
+            report.video_seconds += outcome.probe.duration_s if outcome.probe else 0.0
+        else:
+            report.failed += 1
+            report.failures.append((outcome.task.uri, str(outcome.error)))
+    return report

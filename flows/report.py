@@ -1,0 +1,25 @@
+"""Human-readable summaries of runs (the Prefect artifact and the CLI share them)."""
+
+from __future__ import annotations
+
+from schemas.records import IngestReport
+
+
+def ingest_markdown(report: IngestReport) -> str:
+    """The markdown artifact of an ingest run."""
+    lines = [
+        f"# VMem ingest of `{report.source}`",
+        "",
+        "| videos done | failed | skipped (unchanged) | clips | video hours | wall s | "
+        "video-hours per hour |",
+        "|---|---|---|---|---|---|---|",
+        f"| {report.done} | {report.failed} | {report.skipped} | {report.clips} | "
+        f"{report.video_hours:.3f} | {report.wall_seconds:.1f} | "
+        f"{report.video_hours_per_hour:.1f} |",
+        "",
+        f"Database `{report.db}`, encoder `{report.encoder}`, {report.commits} commits.",
+    ]
+    if report.failures:
+        lines += ["", "## Failed videos", "", "| video | error |", "|---|---|"]
+        lines += [f"| `{uri}` | {error} |" for uri, error in report.failures]
+    return "\n".join(lines) + "\n"

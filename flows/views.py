@@ -1,0 +1,77 @@
+"""How the CLI prints results: Rich tables for people, JSON lines for programs."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from schemas.records import IngestReport, QueryResult
+
+STATUS_FIELDS = ["video_id", "uri", "status", "error", "n_clips", "duration_s", "attempts"]
+
+
+def _jsonable(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def print_json_lines(console: Console, rows: list[dict]) -> None:
+    for row in rows:
+        console.print_json(json.dumps({k: _jsonable(v) for k, v in row.items()}), indent=None)
+
+
+def print_table(console: Console, rows: list[dict], json_out: bool, title: str = "") -> None:
+    """Rows of dicts as a table (or JSON lines)."""
+    if json_out:
+        print_json_lines(console, rows)
+        return
+    if not rows:
+        console.print("(no rows)")
+        return
+    table = Table(title=title or None)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in rows[0]))
+    console.print(table)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def print_status(console: Console, rows: list[dict], json_out: bool) -> None:
+    print_table(console, [{k: row.get(k) for k in STATUS_FIELDS} for row in rows], json_out)
+
+
+def selection_rows(result: QueryResult) -> list[dict]:
+    return [
+        {"video_id": c.video_id, "uri": c.uri, "clip_index": c.clip_index,
+         "t_start": c.t_start, "t_end": c.t_end, "score": c.score}
+        for c in result.clips
+    ]
+
+
+def print_selection(console: Console, result: QueryResult, json_out: bool) -> None:
+    print_table(console, selection_rows(result), json_out, title=result.question)
+
+
+def print_ingest_report(console: Console, report: IngestReport) -> None:
+    console.print(
+        f"[bold]ingest[/] {report.source}: [green]{report.done} done[/], "
+        f"[red]{report.failed} failed[/], {report.skipped} skipped (unchanged); "
+        f"{report.clips} clips, {report.video_hours:.3f} video-hours in "
+        f"{report.wall_seconds:.1f} s ({report.video_hours_per_hour:.1f} video-hours/hour)"
+    )
+    for uri, error in report.failures:
+        console.print(f"  [red]failed[/] {uri}: {error}")

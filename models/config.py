@@ -1,0 +1,127 @@
+"""The Hugging Face config of the VMem model (saved as ``config.json`` next to the weights).
+
+Sub-models (vision backbone, streaming encoder LM, question encoder) are stored as plain
+dicts carrying their ``model_type``, so any HF family round-trips through
+``save_pretrained``/``from_pretrained`` without a custom sub-config class per family.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+
+# The tiny defaults: fast on 2 CPU cores, random init; real checkpoints load by path.
+DEFAULT_VISION: dict[str, Any] = {
+    "model_type": "vit",
+    "image_size": 64,
+    "patch_size": 16,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+}
+DEFAULT_ENCODER: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 32,  # unused: the encoder reads inputs_embeds only
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 256,  # >= M + T*P + M = 80 with the defaults
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+DEFAULT_QUESTION: dict[str, Any] = {
+    "model_type": "bert",
+    "vocab_size": 259,  # 256 bytes + PAD, CLS, SEP (see models.question.ByteTokenizer)
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 128,  # also the tokenizer's max length
+    "pad_token_id": 256,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+def _as_config_dict(value: Any, default: dict[str, Any], name: str) -> dict[str, Any]:
+    """A sub-config as its JSON form (non-default fields + model_type), so it round-trips.
+
+    Accepts None (the default), a dict with ``model_type`` or a config object; building the
+    config object once here rejects unknown model types early.
+    """
+    if value is None:
+        value = default
+    if isinstance(value, dict):
+        if "model_type" not in value:
+            raise ValueError(f"{name} needs a 'model_type' key, got keys {sorted(value)}")
+        value = build_sub_config(value)
+    if not isinstance(value, PreTrainedConfig):
+        raise TypeError(f"{name} must be a dict or a PreTrainedConfig, got {type(value).__name__}")
+    out = json.loads(value.to_json_string(use_diff=True))
+    out.pop("transformers_version", None)
+    out["model_type"] = value.model_type
+    return out
+
+
+def build_sub_config(config_dict: dict[str, Any]) -> PreTrainedConfig:
+    """Rebuild an HF config object from its dict (inverse of ``to_dict``)."""
+    return AutoConfig.for_model(**config_dict)
+
+
+class VMemModelConfig(PreTrainedConfig):
+    """Hyper-parameters of the VideoStreaming-style memory encoder, selector and conditioner."""
+
+    model_type = "vmem"
+
+    # HF vision config (dict with model_type): ViT, CLIP/SigLIP vision (or their dual configs)
+    vision_config: dict | PreTrainedConfig | None = None
+    # P: patch tokens of a frame are pooled to P tokens
+    frame_tokens: int = 4
+    # T: frames per clip (the clip is T*P tokens)
+    clip_frames: int = 16
+    # HF causal-LM config (dict with model_type) of the streaming encoder; its hidden size is D
+    encoder_config: dict | PreTrainedConfig | None = None
+    # M: memory tokens carried from clip to clip (and summary queries per clip)
+    memory_tokens: int = 8
+    # Q: size of clip indicators and question embeddings (the ANN space)
+    indicator_dim: int = 64
+    # HF text-encoder config (dict with model_type) of the question encoder (byte vocabulary)
+    question_config: dict | PreTrainedConfig | None = None
+    # attention heads of the video-stage conditioner's cross-attention (must divide D)
+    conditioner_heads: int = 2
+    # per-channel RGB mean/std used to normalise frames scaled to [0, 1]
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
+    # std of the normal init of VMem's own layers (sub-models use their own config's)
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.vision_config = _as_config_dict(self.vision_config, DEFAULT_VISION, "vision_config")
+        self.encoder_config = _as_config_dict(self.encoder_config, DEFAULT_ENCODER, "encoder_config")
+        self.question_config = _as_config_dict(
+            self.question_config, DEFAULT_QUESTION, "question_config"
+        )
+        self.image_mean = list(self.image_mean) if self.image_mean else [0.5, 0.5, 0.5]
+        self.image_std = list(self.image_std) if self.image_std else [0.5, 0.5, 0.5]
+        for name in ("frame_tokens", "clip_frames", "memory_tokens", "indicator_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__(**kwargs)
+
+    def vision(self) -> PreTrainedConfig:
+        """The vision backbone's HF config object."""
+        return build_sub_config(self.vision_config)
+
+    def encoder(self) -> PreTrainedConfig:
+        """The streaming encoder LM's HF config object."""
+        return build_sub_config(self.encoder_config)
+
+    def question(self) -> PreTrainedConfig:
+        """The question encoder's HF config object."""
+        return build_sub_config(self.question_config)

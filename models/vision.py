@@ -1,0 +1,70 @@
+"""Frame encoder: any HF vision backbone, pooled to P tokens per frame in the memory space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig
+
+from models.hf import base_model_from_config
+
+
+def vision_tower_config(config: PreTrainedConfig) -> PreTrainedConfig:
+    """The vision part of a config: dual image-text configs (CLIP, SigLIP) hold it inside."""
+    inner = getattr(config, "vision_config", None)
+    return inner if isinstance(inner, PreTrainedConfig) else config
+
+
+def _side(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class VisionBackbone(nn.Module):
+    """uint8 RGB frames -> P tokens of size D per frame.
+
+    Resizing and normalisation happen here (not in the decoder) so that a checkpoint carries
+    everything needed to read raw frames.
+    """
+
+    def __init__(
+        self,
+        config: PreTrainedConfig,
+        frame_tokens: int,
+        hidden_size: int,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+    ) -> None:
+        super().__init__()
+        config = vision_tower_config(config)
+        self.model = base_model_from_config(config)
+        self.image_size = _side(config.image_size)  # (h, w) the backbone expects
+        patch = _side(config.patch_size)
+        self.num_patches = (self.image_size[0] // patch[0]) * (self.image_size[1] // patch[1])
+        self.frame_tokens = frame_tokens
+        self.proj = nn.Linear(config.hidden_size, hidden_size)
+        # plain tuples, not buffers: nothing to lose when HF builds the model on the meta device
+        self.image_mean = tuple(float(v) for v in image_mean)
+        self.image_std = tuple(float(v) for v in image_std)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, 3, h, w) normalised pixels in the backbone's dtype."""
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (N, H, W, 3), got {tuple(frames.shape)}")
+        x = frames.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W) in [0, 1]
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
+        mean = x.new_tensor(self.image_mean).view(1, 3, 1, 1)
+        std = x.new_tensor(self.image_std).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        return x.to(self.proj.weight.dtype)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 -> (N, P, D)."""
+        pixels = self.preprocess(frames.to(self.proj.weight.device))
+        hidden = self.model(pixel_values=pixels).last_hidden_state  # (N, 1? + L, C)
+        patches = hidden[:, -self.num_patches :]  # (N, L, C): drop CLS / register tokens
+        pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2), self.frame_tokens)  # (N, C, P)
+        return self.proj(pooled.transpose(1, 2))  # (N, P, D)

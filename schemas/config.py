@@ -1,0 +1,108 @@
+"""The one frozen config tree of the pipeline.
+
+Parsed once (YAML/JSON file, then CLI overrides), validated once, passed to the flows as
+their parameter and hashed into the ``encoder`` id stored on every memory row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_DB = "./vmem-data"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DecodeConfig(_Frozen):
+    sample_fps: float = Field(1.0, gt=0, description="frames sampled per second of video")
+    clip_frames: int = Field(16, ge=1, description="T: sampled frames per clip (paper: 16)")
+    frame_size: int = Field(64, ge=8, description="frames are resized to frame_size^2 RGB")
+    sampling: Literal["auto", "exact", "keyframe"] = Field(
+        "auto",
+        description="exact: the frame at each sample time; keyframe: nearest keyframes only; "
+        "auto: keyframes when the GOP is no longer than the sample interval, else exact",
+    )
+    chunk_clips: int = Field(4, ge=1, description="clips per streamed chunk (memory bound)")
+
+
+class ModelConfig(_Frozen):
+    path: str | None = Field(
+        None, description="Hugging Face checkpoint dir; None builds the tiny default model"
+    )
+    seed: int = Field(0, description="init seed of the tiny default model")
+    cache_dir: str = Field(
+        "~/.cache/vmem/models", description="where the default model is materialised once"
+    )
+
+
+class EncodeConfig(_Frozen):
+    batch_videos: int = Field(16, ge=1, description="videos encoded side by side per forward")
+    num_actors: int = Field(1, ge=1, description="encode actors (one GPU each when present)")
+    num_decoders: int = Field(2, ge=1, description="decode actors (CPU)")
+
+
+class QueryConfig(_Frozen):
+    top_k: int = Field(4, ge=1, description="K: clips selected per video (paper: 4)")
+    candidates: int = Field(64, ge=1, description="archive-stage ANN candidates (clips)")
+    max_videos: int = Field(3, ge=1, description="videos returned per question")
+    num_actors: int = Field(2, ge=1, description="query actors in the pool")
+
+
+class StorageConfig(_Frozen):
+    db: str = Field(default_factory=lambda: os.environ.get("VMEM_DB", DEFAULT_DB))
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="object-store options (endpoint, keys, region)"
+    )
+    commit_videos: int = Field(8, ge=1, description="videos per LanceDB commit")
+
+
+class RayConfig(_Frozen):
+    address: str | None = Field(None, description="None starts a local Ray on 127.0.0.1")
+    num_cpus: int | None = Field(None, description="CPUs of the local Ray (None: all)")
+
+
+class VMemConfig(_Frozen):
+    decode: DecodeConfig = DecodeConfig()
+    model: ModelConfig = ModelConfig()
+    encode: EncodeConfig = EncodeConfig()
+    query: QueryConfig = QueryConfig()
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    ray: RayConfig = RayConfig()
+
+    def with_overrides(self, **sections: dict[str, Any]) -> VMemConfig:
+        """A copy with some fields of some sections replaced (None values are ignored)."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        return VMemConfig.model_validate(data)
+
+    def encoding_fingerprint(self) -> str:
+        """Hash of everything that changes the stored memories besides the weights."""
+        payload = json.dumps(self.decode.model_dump(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate."""
+
+
+def load_config(path: str | Path | None = None) -> VMemConfig:
+    """Read a YAML or JSON config file (or the defaults) into the frozen config tree."""
+    if path is None:
+        return VMemConfig()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return VMemConfig.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"invalid config file {path}: {exc}") from exc

@@ -1,0 +1,173 @@
+"""Typed records that travel between stages. A failure is data on the record, never a raise
+across a batch: one bad video or question does not stop the others."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class StageError:
+    """Why one item failed: ``kind`` is a short machine tag, ``message`` names the problem."""
+
+    kind: str  # e.g. "open", "decode", "no_video_stream", "missing", "encode"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+def video_id_for(uri: str) -> str:
+    """Stable id of a video: a hash of its URI (the same object always maps to one id)."""
+    return hashlib.sha1(uri.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video to ingest, as listed from the archive."""
+
+    uri: str  # local path or s3://bucket/key
+    size: int
+    etag: str  # S3 ETag, or "<mtime_ns>" for local files
+    archive: str = ""  # the SOURCE it was listed from
+    modified_at: datetime | None = None
+    tags: tuple[str, ...] = ()  # folder names between the source root and the file
+    video_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.video_id:
+            object.__setattr__(self, "video_id", video_id_for(self.uri))
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """Container facts read when a video is opened."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+
+@dataclass
+class Clip:
+    """T sampled frames of one video: clip ``clip_index`` covers [t_start, t_end) seconds."""
+
+    video_id: str
+    clip_index: int
+    t_start: float
+    t_end: float
+    frames: np.ndarray  # (T, H, W, 3) uint8; a short last clip is padded with its last frame
+    n_frames: int  # real (unpadded) frames
+
+
+@dataclass
+class DecodedChunk:
+    """What a decoder yields while streaming through a video: a few clips at a time.
+
+    The last chunk of a video has ``last=True``; on failure it carries ``error`` (clips
+    already yielded stay valid but the video is recorded as failed)."""
+
+    video_id: str
+    clips: list[Clip] = field(default_factory=list)
+    probe: VideoProbe | None = None  # set on the first chunk
+    last: bool = False
+    error: StageError | None = None
+
+
+@dataclass
+class MemoryRecord:
+    """The encoder's output for one clip."""
+
+    video_id: str
+    clip_index: int
+    t_start: float
+    t_end: float
+    indicator: np.ndarray  # (Q,) float32, unit norm
+    memory: np.ndarray  # (M, D) float32; quantised to int8 + per-token scale when stored
+
+
+@dataclass
+class VideoOutcome:
+    """How ingesting one video ended; becomes its catalog row."""
+
+    task: VideoTask
+    status: str  # "done" | "failed"
+    n_clips: int = 0
+    probe: VideoProbe | None = None
+    error: StageError | None = None
+
+
+class Question(BaseModel):
+    """One line of a question batch file (JSONL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    id: str | None = None
+    where: str | None = None  # SQL predicate over memories columns (pre-filter)
+    k: int | None = Field(None, ge=1)
+
+
+@dataclass
+class SelectedClip:
+    """One selected memory: where it is and how well it fits the question."""
+
+    video_id: str
+    uri: str
+    clip_index: int
+    t_start: float
+    t_end: float
+    score: float
+    memory: np.ndarray | None = None  # (M, D) float32 tokens for the answering model
+
+
+@dataclass
+class QueryResult:
+    """The selection for one question: clips grouped per video, in time order per video."""
+
+    question: str
+    question_id: str | None = None
+    clips: list[SelectedClip] = field(default_factory=list)
+    error: StageError | None = None
+
+
+class IngestReport(BaseModel):
+    """Summary of one ingest run (printed by the CLI, published as a Prefect artifact)."""
+
+    source: str
+    db: str
+    encoder: str
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    clips: int = 0
+    video_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    commits: int = 0
+    failures: list[tuple[str, str]] = Field(default_factory=list)  # (uri, error)
+
+    @property
+    def video_hours(self) -> float:
+        return self.video_seconds / 3600.0
+
+    @property
+    def video_hours_per_hour(self) -> float:
+        return self.video_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+class AnswerReport(BaseModel):
+    """Summary of one bulk question batch."""
+
+    questions: int = 0
+    answered: int = 0
+    failed: int = 0
+    rows: int = 0
+    output: str = ""
+    wall_seconds: float = 0.0

@@ -1,0 +1,119 @@
+"""The ``videos`` table: the catalog and ingest ledger (one row per video, key video_id).
+
+It is what makes a re-run cheap: a video whose size, etag and encoder have not changed
+since it was ingested is skipped; a failed one is retried only when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+
+from schemas.config import StorageConfig
+from schemas.records import VideoOutcome, VideoTask
+from schemas.tables import VIDEO_KEY, VIDEOS, VIDEOS_SCHEMA
+from storage.lance import chunks, connect, in_list, open_table
+
+
+class Catalog:
+    """Reads and batched upserts of the ``videos`` table (created on first use)."""
+
+    def __init__(self, cfg: StorageConfig, db: lancedb.DBConnection | None = None) -> None:
+        self.cfg = cfg
+        self.db = db if db is not None else connect(cfg)
+        self._table: Any | None = None
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = open_table(self.db, VIDEOS) or self.db.create_table(
+                VIDEOS, schema=VIDEOS_SCHEMA, exist_ok=True
+            )
+        return self._table
+
+    def get(self, video_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Catalog rows by video_id (videos never seen are absent)."""
+        rows: dict[str, dict[str, Any]] = {}
+        for ids in chunks(list(dict.fromkeys(video_ids))):
+            found = self.table.search().where(in_list("video_id", ids)).limit(None).to_arrow()
+            rows.update({row["video_id"]: row for row in found.to_pylist()})
+        return rows
+
+    def all(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """The whole catalog (or some of its columns)."""
+        query = self.table.search().limit(None)
+        if columns is not None:
+            query = query.select(list(columns))
+        return query.to_arrow()
+
+    def record(self, outcomes: Sequence[VideoOutcome], encoder: str) -> int:
+        """Write how a batch of videos ended in ONE merge-insert; returns rows written.
+
+        ``attempts`` counts ingest tries of a video across runs; ``created_at`` is kept
+        from the first try."""
+        if not outcomes:
+            return 0
+        latest = {o.task.video_id: o for o in outcomes}  # one row per video: the last outcome
+        previous = self.get(list(latest))
+        now = datetime.now(UTC)
+        rows = [_row(o, encoder, previous.get(vid), now) for vid, o in latest.items()]
+        batch = pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
+        (
+            self.table.merge_insert(VIDEO_KEY)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(batch)
+        )
+        return batch.num_rows
+
+    def plan(
+        self, tasks: Sequence[VideoTask], encoder: str, retry_failed: bool = False
+    ) -> tuple[list[VideoTask], list[VideoTask]]:
+        """Split listed videos into (todo, skipped) against what the catalog already holds."""
+        known = self.get([t.video_id for t in tasks])
+        todo: list[VideoTask] = []
+        skipped: list[VideoTask] = []
+        for task in tasks:
+            row = known.get(task.video_id)
+            (skipped if row is not None and _is_settled(row, task, encoder, retry_failed)
+             else todo).append(task)
+        return todo, skipped
+
+
+def _is_settled(row: dict[str, Any], task: VideoTask, encoder: str, retry_failed: bool) -> bool:
+    """True when the video is unchanged, was handled by this encoder, and needs no retry."""
+    unchanged = row["size"] == task.size and row["etag"] == task.etag and row["encoder"] == encoder
+    if not unchanged:
+        return False
+    return row["status"] == "done" or (row["status"] == "failed" and not retry_failed)
+
+
+def _row(
+    outcome: VideoOutcome, encoder: str, previous: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    task, probe = outcome.task, outcome.probe
+    return {
+        "video_id": task.video_id,
+        "uri": task.uri,
+        "archive": task.archive,
+        "size": task.size,
+        "etag": task.etag,
+        "duration_s": probe.duration_s if probe else None,
+        "fps": probe.fps if probe else None,
+        "width": probe.width if probe else None,
+        "height": probe.height if probe else None,
+        "codec": probe.codec if probe else None,
+        "status": outcome.status,
+        "error": str(outcome.error) if outcome.error else None,
+        "encoder": encoder,
+        "n_clips": outcome.n_clips,
+        "attempts": (previous["attempts"] or 0) + 1 if previous else 1,
+        "recorded_at": task.modified_at,
+        "tags": list(task.tags),
+        "created_at": (previous or {}).get("created_at") or now,
+        "updated_at": now,
+    }
