@@ -1,12 +1,14 @@
-"""Start or join Ray: a local Ray bound to 127.0.0.1 by default, a cluster by address."""
+"""Start or join Ray, and bind the configured model to the run's config."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
+from models.config import VMemModelConfig
 from models.registry import encoder_id, resolve_checkpoint
 from schemas.config import RayConfig, VMemConfig
 
@@ -34,8 +36,37 @@ def gpus_available() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
-def resolve_encoder(cfg: VMemConfig) -> tuple[str, str]:
-    """(checkpoint dir, encoder id) of the configured model; the default is built once."""
-    cache = Path(cfg.model.cache_dir).expanduser()
-    checkpoint = resolve_checkpoint(cfg.model.path, cfg.model.seed, cache)
-    return str(checkpoint), f"{encoder_id(checkpoint)}+{cfg.encoding_fingerprint()}"
+@dataclass(frozen=True)
+class BoundModel:
+    """The model a run uses: where it lives, its id on every row, and the table dims."""
+
+    checkpoint: str
+    encoder: str  # "<checkpoint>@<weights hash>+<decode config hash>"
+    config: VMemConfig  # with decode.clip_frames / frame_size taken from the model
+    dims: tuple[int, int, int]  # (indicator Q, memory tokens M, hidden D)
+
+
+def bind_model(cfg: VMemConfig) -> BoundModel:
+    """Resolve the checkpoint (building the default once) and fit the decode config to it."""
+    checkpoint = resolve_checkpoint(
+        cfg.model.path, cfg.model.seed, Path(cfg.model.cache_dir).expanduser()
+    )
+    model_cfg = VMemModelConfig.from_pretrained(checkpoint)
+    image_size = model_cfg.vision().image_size
+    image_size = image_size if isinstance(image_size, int) else int(image_size[0])
+    t = cfg.decode.clip_frames
+    if t is not None and t != model_cfg.clip_frames:
+        raise ValueError(
+            f"decode.clip_frames={t} but the model {checkpoint} encodes clips of "
+            f"{model_cfg.clip_frames} frames: leave it unset or match the model"
+        )
+    cfg = cfg.with_overrides(
+        decode={"clip_frames": model_cfg.clip_frames, "frame_size": cfg.decode.frame_size or image_size}
+    )
+    dims = (
+        model_cfg.indicator_dim,
+        model_cfg.memory_tokens,
+        model_cfg.encoder().hidden_size,
+    )
+    encoder = f"{encoder_id(checkpoint)}+{cfg.encoding_fingerprint()}"
+    return BoundModel(str(checkpoint), encoder, cfg, dims)

@@ -12,7 +12,7 @@ from prefect import flow, task
 from pydantic import ValidationError
 
 from actors.query import make_query_pool
-from actors.runtime import ensure_ray, resolve_encoder
+from actors.runtime import bind_model, ensure_ray
 from schemas.config import VMemConfig
 from schemas.records import AnswerReport, Question, QueryResult, StageError
 
@@ -66,8 +66,10 @@ def select_all(questions: list[Question], cfg: VMemConfig) -> list[QueryResult]:
     if not questions:
         return []
     ensure_ray(cfg.ray)
-    checkpoint, encoder = resolve_encoder(cfg)
-    pool = make_query_pool(cfg.query.num_actors, checkpoint, encoder, cfg.storage, cfg.query)
+    bound = bind_model(cfg)
+    pool = make_query_pool(
+        cfg.query.num_actors, bound.checkpoint, bound.encoder, cfg.storage, cfg.query
+    )
     chunks = [questions[i : i + QUESTIONS_PER_CALL] for i in range(0, len(questions), QUESTIONS_PER_CALL)]
     results: list[QueryResult] = []
     for batch in pool.map(lambda actor, chunk: actor.select.remote(chunk), chunks):

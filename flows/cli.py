@@ -83,12 +83,12 @@ def ask(
 ):
     """The memories selected for one question, in time order per video."""
     from actors.query import QueryStage
-    from actors.runtime import resolve_encoder
+    from actors.runtime import bind_model
     from schemas.records import Question
 
     cfg = _config(config, db, model)
-    checkpoint, encoder = resolve_encoder(cfg)
-    stage = QueryStage(checkpoint, encoder, cfg.storage, cfg.query)
+    bound = bind_model(cfg)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     result = stage.select([Question(question=question, where=where, k=k)])[0]
     if result.error is not None:
         _fail(str(result.error))
@@ -127,13 +127,13 @@ def sql(
 ):
     """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
     from actors.query import QueryStage
-    from actors.runtime import resolve_encoder
+    from actors.runtime import bind_model
     from storage.sql import SqlError
 
     cfg = _config(config, db, model)
-    checkpoint, encoder = resolve_encoder(cfg)
+    bound = bind_model(cfg)
     try:
-        table = QueryStage(checkpoint, encoder, cfg.storage, cfg.query).sql(statement)
+        table = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query).sql(statement)
     except SqlError as exc:
         _fail(f"SQL error: {exc}")
     views.print_table(console, table.to_pylist(), json_out)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.query import QueryStage
-from actors.runtime import resolve_encoder
+from actors.runtime import bind_model
 from flows.ingest import ingest_flow
 from flows.samples import write_sample_archive
 from flows.views import print_ingest_report
@@ -32,8 +32,8 @@ def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> None:
         write_sample_archive(archive)
     report = ingest_flow(str(archive), cfg)
     print_ingest_report(console, report)
-    checkpoint, encoder = resolve_encoder(cfg)
-    stage = QueryStage(checkpoint, encoder, cfg.storage, cfg.query)
+    bound = bind_model(cfg)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     results = stage.select([Question(question=q) for q in DEMO_QUESTIONS])
     table = Table(title="selected memories (K per video, in time order)")
     for column in ("question", "video", "time range (s)", "score"):

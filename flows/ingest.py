@@ -8,11 +8,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from actors.pipeline import IngestPipeline
-from actors.runtime import ensure_ray, resolve_encoder
+from actors.runtime import BoundModel, bind_model, ensure_ray
 from actors.writer import MemoryWriter
 from flows.progress import IngestProgress
 from flows.report import ingest_markdown
-from models.registry import load_model
 from schemas.config import VMemConfig
 from schemas.records import IngestReport, VideoOutcome, VideoTask
 from storage.archive import list_source
@@ -33,17 +32,15 @@ def plan(tasks: list[VideoTask], cfg: VMemConfig, encoder: str, retry_failed: bo
 
 
 @task(name="decode-encode-commit")
-def run_pipeline(todo: list[VideoTask], cfg: VMemConfig, checkpoint: str, encoder: str):
+def run_pipeline(todo: list[VideoTask], bound: BoundModel):
     """Decode (CPU actors) -> encode (GPU/CPU actors) -> batched commits by one writer."""
-    model = load_model(checkpoint)
-    dims = (model.indicator_dim, model.memory_tokens, model.hidden_size)
-    del model
-    writer = MemoryWriter(cfg.storage, encoder, dims)
+    cfg = bound.config
+    writer = MemoryWriter(cfg.storage, bound.encoder, bound.dims)
     outcomes: list[VideoOutcome] = []
     clips = 0
     if todo:
         ensure_ray(cfg.ray)
-        pipeline = IngestPipeline(cfg, checkpoint)
+        pipeline = IngestPipeline(cfg, bound.checkpoint)
         with IngestProgress(len(todo)) as progress:
 
             def on_video(outcome, records):
@@ -65,11 +62,11 @@ def run_pipeline(todo: list[VideoTask], cfg: VMemConfig, checkpoint: str, encode
 def ingest_flow(source: str, config: VMemConfig, retry_failed: bool = False) -> IngestReport:
     """List -> plan -> decode/encode/commit -> report."""
     started = time.perf_counter()
-    checkpoint, encoder = resolve_encoder(config)
+    bound = bind_model(config)  # checkpoint, encoder id, decode config fitted to the model
     tasks = list_archive(source, config)
-    todo, skipped = plan(tasks, config, encoder, retry_failed)
-    outcomes, commits = run_pipeline(todo, config, checkpoint, encoder)
-    report = summarise(source, config, encoder, outcomes, len(skipped), commits)
+    todo, skipped = plan(tasks, config, bound.encoder, retry_failed)
+    outcomes, commits = run_pipeline(todo, bound)
+    report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits)
     report.wall_seconds = time.perf_counter() - started
     create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))
     get_run_logger().info(

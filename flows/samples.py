@@ -83,10 +83,12 @@ def write_synthetic_video(
     codec: str = "libx264",
     faststart: bool = False,
     preset: str = "ultrafast",
+    bframes: int | None = None,
 ) -> Path:
     """Write a deterministic H.264 mp4 of moving shapes; ``faststart`` puts moov in front.
 
-    ``preset="ultrafast"`` gives no B-frames; "veryfast" gives B-frames like real footage."""
+    ``preset="ultrafast"`` writes no B-frames; ``bframes=N`` forces N B-frames between
+    references (as most real footage has), with B-pyramid, whatever the content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "+faststart"} if faststart else {}
@@ -98,8 +100,14 @@ def write_synthetic_video(
         stream.codec_context.gop_size = gop
         if codec == "libx264":
             # Fixed GOP: no scene-cut keyframes, so the keyframe interval is what we asked.
-            stream.options = {"preset": preset, "g": str(gop), "keyint_min": str(gop),
-                              "sc_threshold": "0", "x264-params": "scenecut=0"}
+            params = "scenecut=0" + (f":bframes={bframes}:b-adapt=0" if bframes else "")
+            stream.options = {
+                "preset": preset,
+                "g": str(gop),
+                "keyint_min": str(gop),
+                "sc_threshold": "0",
+                "x264-params": params,
+            }
         for index in range(round(seconds * fps)):
             img = synthetic_frame(index, fps, size, seed)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))

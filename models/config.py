@@ -103,7 +103,9 @@ class VMemModelConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.vision_config = _as_config_dict(self.vision_config, DEFAULT_VISION, "vision_config")
-        self.encoder_config = _as_config_dict(self.encoder_config, DEFAULT_ENCODER, "encoder_config")
+        self.encoder_config = _as_config_dict(
+            self.encoder_config, DEFAULT_ENCODER, "encoder_config"
+        )
         self.question_config = _as_config_dict(
             self.question_config, DEFAULT_QUESTION, "question_config"
         )

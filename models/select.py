@@ -14,9 +14,7 @@ from transformers import initialization as hf_init
 _MASKED = -1e9  # finite "minus infinity": keeps softmax and its gradient NaN-free
 
 
-def topk_select(
-    scores: torch.Tensor, k: int, mask: torch.Tensor | None = None
-) -> torch.Tensor:
+def topk_select(scores: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Indices of the k best-scoring clips per row, in temporal (index) order: (B, N) -> (B, k).
 
     Always returns k columns. A row with fewer than k candidates (N < k, or clips masked

@@ -6,7 +6,9 @@ video's carried memory, so many sequential videos share one forward pass.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,6 +59,21 @@ class VMemModel(PreTrainedModel):
         # conditioner whose zero residual must be re-applied); our inits are all guarded
         # (transformers.initialization), so loaded weights are never overwritten.
         super()._initialize_weights(module, is_custom_code=False)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> VMemModel:
+        """HF loading, then tensors moved to freshly allocated (64-byte aligned) memory.
+
+        The loader leaves CPU tensors 8-byte aligned, and CPU kernels then take other code
+        paths (another summation order), so outputs would differ from the saved model's in
+        the last bits; stored memories must not depend on how the weights were loaded.
+        """
+        model = super().from_pretrained(*args, **kwargs)
+        with torch.no_grad():
+            for tensor in itertools.chain(model.parameters(), model.buffers()):
+                if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+                    tensor.data = tensor.data.clone()
+        return model
 
     @property
     def memory_tokens(self) -> int:

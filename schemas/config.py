@@ -24,8 +24,12 @@ class _Frozen(BaseModel):
 
 class DecodeConfig(_Frozen):
     sample_fps: float = Field(1.0, gt=0, description="frames sampled per second of video")
-    clip_frames: int = Field(16, ge=1, description="T: sampled frames per clip (paper: 16)")
-    frame_size: int = Field(64, ge=8, description="frames are resized to frame_size^2 RGB")
+    clip_frames: int | None = Field(
+        None, ge=1, description="T: sampled frames per clip; None takes the model's (paper: 16)"
+    )
+    frame_size: int | None = Field(
+        None, ge=8, description="frames are resized to frame_size^2 RGB; None: the model's"
+    )
     sampling: Literal["auto", "exact", "keyframe"] = Field(
         "auto",
         description="exact: the frame at each sample time; keyframe: nearest keyframes only; "

@@ -14,9 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from schemas.records import VideoTask
 from storage.uri import S3_SCHEME, is_s3, lance_options, s3_client, split_s3
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .mkv .mov .avi .webm .m4v .mpg .mpeg .ts .flv .wmv".split()
-)
+VIDEO_EXTENSIONS = frozenset(".mp4 .mkv .mov .avi .webm .m4v .mpg .mpeg .ts .flv .wmv".split())
 READ_BUFFER = 8 * 1024 * 1024  # bytes per ranged GET when streaming a video from S3
 
 

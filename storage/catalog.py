@@ -10,21 +10,24 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import lancedb
 import pyarrow as pa
 
 from schemas.config import StorageConfig
 from schemas.records import VideoOutcome, VideoTask
 from schemas.tables import VIDEO_KEY, VIDEOS, VIDEOS_SCHEMA
-from storage.lance import chunks, connect, in_list, open_table
+from storage.lance import MemoryStore, chunks, connect, in_list, open_table
 
 
 class Catalog:
-    """Reads and batched upserts of the ``videos`` table (created on first use)."""
+    """Reads and batched upserts of the ``videos`` table (created on first use).
 
-    def __init__(self, cfg: StorageConfig, db: lancedb.DBConnection | None = None) -> None:
-        self.cfg = cfg
-        self.db = db if db is not None else connect(cfg)
+    Built from a StorageConfig (own connection) or a MemoryStore (shares its connection)."""
+
+    def __init__(self, source: StorageConfig | MemoryStore) -> None:
+        if isinstance(source, MemoryStore):
+            self.cfg, self.db = source.cfg, source.db
+        else:
+            self.cfg, self.db = source, connect(source)
         self._table: Any | None = None
 
     @property
@@ -79,8 +82,11 @@ class Catalog:
         skipped: list[VideoTask] = []
         for task in tasks:
             row = known.get(task.video_id)
-            (skipped if row is not None and _is_settled(row, task, encoder, retry_failed)
-             else todo).append(task)
+            (
+                skipped
+                if row is not None and _is_settled(row, task, encoder, retry_failed)
+                else todo
+            ).append(task)
         return todo, skipped
 
 

@@ -191,24 +191,26 @@ class MemoryStore:
         score = pc.subtract(pa.scalar(1.0, pa.float32()), result["_distance"])
         return result.drop_columns(["_distance"]).append_column("score", score)
 
-    def scan(self, where: str | None, columns: Sequence[str], limit: int | None = None) -> Any:
-        """A filtered column scan (no vector): a LanceDB query to call .to_arrow() on."""
+    def scan(self, where: str | None, columns: Sequence[str], limit: int | None = None) -> pa.Table:
+        """A filtered read of some columns (no vector search); all matching rows by default."""
         query = self.table.search().select(list(columns)).limit(limit)
-        return query.where(where) if where else query
+        return (query.where(where) if where else query).to_arrow()
 
     def clips_of_video(
         self, video_ids: Sequence[str], encoder: str, columns: Sequence[str]
     ) -> pa.Table:
         """All clips of some videos for one encoder, sorted by (video_id, clip_index)."""
         fetch = list(dict.fromkeys([*columns, "video_id", "clip_index"]))
+        own = f"encoder = {sql_literal(encoder)}"
         parts = [
-            self.scan(f"encoder = {sql_literal(encoder)} AND {in_list('video_id', ids)}", fetch)
-            .to_arrow()
+            self.scan(f"{own} AND {in_list('video_id', ids)}", fetch)
             for ids in chunks(list(dict.fromkeys(video_ids)))
         ]
         if not parts:
             return self.table.schema.empty_table().select(list(columns))
-        table = pa.concat_tables(parts).sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+        table = pa.concat_tables(parts).sort_by(
+            [("video_id", "ascending"), ("clip_index", "ascending")]
+        )
         return table.select(list(columns))
 
     def fetch_memories(
@@ -227,7 +229,7 @@ class MemoryStore:
             )
             where = f"encoder = {sql_literal(encoder)} AND ({ors})"
             cols = ["video_id", "clip_index", "memory", "memory_scale"]
-            rows = self.scan(where, cols).to_arrow()
+            rows = self.scan(where, cols)
             out.update(_decode_memories(rows, m))
         return out
 
@@ -315,8 +317,12 @@ def _memory_batch(
         "recorded_at": [t.modified_at for t in tasks],
         "tags": [list(t.tags) for t in tasks],
     }
-    arrays = [pa.array(columns[f.name], type=f.type) if f.name in columns else
-              pa.nulls(len(records), f.type) for f in schema]
+    arrays = [
+        pa.array(columns[f.name], type=f.type)
+        if f.name in columns
+        else pa.nulls(len(records), f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -1,0 +1,66 @@
+"""The encode stage without Ray: memory carried per video, batching across videos exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.encode import EncodeStage
+from models.registry import resolve_checkpoint
+from schemas.records import Clip
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory) -> EncodeStage:
+    checkpoint = resolve_checkpoint(None, 0, tmp_path_factory.mktemp("models"))
+    stage = EncodeStage(str(checkpoint), device="cpu")
+    stage.setup()
+    return stage
+
+
+def _clips(video_id: str, n: int, seed: int) -> list[Clip]:
+    rng = np.random.default_rng(seed)
+    return [
+        Clip(video_id, i, 16.0 * i, 16.0 * (i + 1), rng.integers(0, 255, (16, 64, 64, 3), np.uint8), 16)
+        for i in range(n)
+    ]
+
+
+def test_batched_across_videos_equals_one_video_at_a_time(stage):
+    a, b = _clips("a", 3, 1), _clips("b", 3, 2)
+    alone = [stage.encode_step([clip], finished=[]) for clip in a]
+    stage.release(["a"])
+    alone += [stage.encode_step([clip]) for clip in b]
+    stage.release(["b"])
+    together = [stage.encode_step([x, y]) for x, y in zip(a, b, strict=True)]
+    stage.release(["a", "b"])
+    alone_by_key = {(r.video_id, r.clip_index): r for step in alone for r in step}
+    for step in together:
+        for record in step:
+            ref = alone_by_key[(record.video_id, record.clip_index)]
+            np.testing.assert_allclose(record.memory, ref.memory, atol=1e-4)
+            np.testing.assert_allclose(record.indicator, ref.indicator, atol=1e-4)
+
+
+def test_memory_is_carried_from_clip_to_clip(stage):
+    a, b = _clips("a", 2, 1), _clips("b", 2, 2)
+    stage.encode_step([a[0]])
+    stage.encode_step([b[0]])
+    # clip 1 of "b" given the frames of clip 1 of "a": only the carried memory differs
+    twin = Clip("b", 1, a[1].t_start, a[1].t_end, a[1].frames, 16)
+    rec_a = stage.encode_step([a[1]])[0]
+    rec_b = stage.encode_step([twin])[0]
+    stage.release(["a", "b"])
+    assert not np.allclose(rec_a.memory, rec_b.memory, atol=1e-4)
+    assert rec_a.memory.shape == (stage.model.memory_tokens, stage.model.hidden_size)
+    assert np.linalg.norm(rec_a.indicator) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_out_of_order_clips_are_refused(stage):
+    clips = _clips("c", 3, 3)
+    stage.encode_step([clips[0]])
+    with pytest.raises(ValueError, match="expected 1"):
+        stage.encode_step([clips[2]])
+    with pytest.raises(ValueError, match="one clip per video"):
+        stage.encode_step([clips[1], clips[1]])
+    stage.release(["c"])

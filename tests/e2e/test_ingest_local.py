@@ -1,0 +1,181 @@
+"""Ingest a folder of real videos (and bad files) end to end, then ask, search and re-run."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import duckdb
+import lance
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from flows.answer import answer_flow
+from flows.cli import app
+from flows.ingest import ingest_flow
+from storage.uri import join
+
+from .conftest import expected_clips
+
+pytestmark = pytest.mark.e2e
+
+BAD_KINDS = {
+    "zero_byte.mp4",
+    "text.mp4",
+    "random.mp4",
+    "audio_only.mp4",
+    "truncated_moov_end.mp4",
+    "truncated_faststart.mp4",
+}
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory, prefect_harness, ray_local, make_config, mixed_archive):
+    db = tmp_path_factory.mktemp("db") / "vmem"
+    cfg = make_config(db)
+    report = ingest_flow(str(mixed_archive), cfg)
+    return cfg, report
+
+
+def _status(cfg) -> list[dict]:
+    result = CliRunner().invoke(app, ["status", "--db", cfg.storage.db, "--json"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+def _memories(cfg):
+    return lance.dataset(join(cfg.storage.db, "memories.lance")).to_table(
+        columns=["video_id", "clip_index", "encoder", "t_start", "t_end", "uri"]
+    )
+
+
+def test_good_videos_done_and_bad_ones_failed_with_named_errors(ingested, good_videos):
+    cfg, report = ingested
+    rows = {row["uri"].rsplit("/", 1)[-1]: row for row in _status(cfg)}
+    assert set(rows) == set(good_videos) | BAD_KINDS
+    for name in good_videos:
+        assert rows[name]["status"] == "done", rows[name]
+        assert rows[name]["error"] in (None, "")
+    for name in BAD_KINDS:
+        assert rows[name]["status"] == "failed", rows[name]
+        assert name in rows[name]["error"], rows[name]["error"]
+    assert report.done == len(good_videos) and report.failed == len(BAD_KINDS)
+
+
+def test_clip_rows_match_durations(ingested):
+    cfg, _ = ingested
+    bound_t = 16  # the default model's clip length
+    rows = [r for r in _status(cfg) if r["status"] == "done"]
+    per_video = Counter(_memories(cfg).column("video_id").to_pylist())
+    for row in rows:
+        want = expected_clips(row["duration_s"], cfg.decode.sample_fps, bound_t)
+        assert row["n_clips"] == want, row
+        assert per_video[row["video_id"]] == want, row
+
+
+def test_time_ranges_cover_each_video_in_order(ingested):
+    cfg, _ = ingested
+    table = _memories(cfg).to_pylist()
+    durations = {r["video_id"]: r["duration_s"] for r in _status(cfg)}
+    by_video: dict[str, list[dict]] = {}
+    for row in table:
+        by_video.setdefault(row["video_id"], []).append(row)
+    for video_id, rows in by_video.items():
+        rows.sort(key=lambda r: r["clip_index"])
+        assert [r["clip_index"] for r in rows] == list(range(len(rows)))
+        assert rows[0]["t_start"] == pytest.approx(0.0, abs=0.05)
+        for a, b in zip(rows, rows[1:], strict=False):
+            assert a["t_end"] == pytest.approx(b["t_start"], abs=1e-3)
+        assert rows[-1]["t_end"] == pytest.approx(durations[video_id], abs=1.05)
+
+
+def test_ask_returns_time_ranged_clips_in_time_order(ingested):
+    cfg, _ = ingested
+    result = CliRunner().invoke(
+        app, ["ask", "a red circle moving left", "--db", cfg.storage.db, "-k", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    clips = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    assert clips, "a question over a non-empty archive selects memories"
+    per_video: dict[str, list[dict]] = {}
+    for clip in clips:
+        assert clip["t_end"] > clip["t_start"] >= 0
+        per_video.setdefault(clip["video_id"], []).append(clip)
+    for video_clips in per_video.values():
+        assert len(video_clips) <= 2
+        starts = [c["t_start"] for c in video_clips]
+        assert starts == sorted(starts)
+
+
+def test_ask_where_prefilter_restricts_clips(ingested):
+    cfg, _ = ingested
+    result = CliRunner().invoke(
+        app,
+        ["ask", "anything", "--db", cfg.storage.db, "--where", "t_start >= 16", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    clips = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    assert clips and all(c["t_start"] >= 16 for c in clips)
+
+
+def test_sql_round_trip_with_relevance_and_filter(ingested):
+    cfg, _ = ingested
+    statement = (
+        "SELECT video_id, t_start, t_end, score FROM memories "
+        "WHERE t_start < 20 ORDER BY relevance('bikes on a road') LIMIT 5"
+    )
+    result = CliRunner().invoke(app, ["sql", statement, "--db", cfg.storage.db, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    assert 0 < len(rows) <= 5
+    assert all(r["t_start"] < 20 for r in rows)
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_bad_sql_is_refused_and_changes_nothing(ingested):
+    cfg, _ = ingested
+    before = _memories(cfg).num_rows
+    for statement, named in [
+        ("SELEC video_id FROM memories", "syntax"),
+        ("SELECT nope FROM memories", "nope"),
+        ("DELETE FROM memories", "SELECT"),
+        ("SELECT video_id FROM memories; DROP TABLE memories", "one statement"),
+        ("SELECT m.video_id FROM memories m JOIN videos v ON m.video_id = v.video_id", "join"),
+    ]:
+        result = CliRunner().invoke(app, ["sql", statement, "--db", cfg.storage.db])
+        assert result.exit_code == 2, (statement, result.output)
+        assert named.lower() in result.output.lower(), (statement, result.output)
+    assert _memories(cfg).num_rows == before
+
+
+def test_answer_batch_writes_parquet_readable_by_duckdb(ingested, tmp_path):
+    cfg, _ = ingested
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(
+        '{"id": "q1", "question": "where is the bunny?"}\n'
+        '{"question": "people on bikes", "where": "t_start >= 0", "k": 2}\n'
+        "this line is not json\n"
+        '{"question": "bad filter", "where": "nope = 1"}\n'
+    )
+    out = tmp_path / "results.parquet"
+    report = answer_flow(str(questions), str(out), cfg)
+    assert report.questions == 4 and report.failed == 2
+    rows = duckdb.sql(f"SELECT * FROM '{out}'").fetchall()
+    table = pq.read_table(out).to_pylist()
+    assert len(rows) == len(table) == report.rows
+    q1 = [r for r in table if r["question_id"] == "q1"]
+    assert q1 and all(r["error"] is None and r["t_end"] > r["t_start"] for r in q1)
+    errors = {r["question_id"]: r["error"] for r in table if r["error"]}
+    assert "questions.jsonl:3:" in errors["line-3"]
+    assert "nope" in errors["line-4"]
+
+
+def test_rerun_adds_nothing(ingested, mixed_archive):
+    cfg, first = ingested
+    before = _memories(cfg).num_rows
+    report = ingest_flow(str(mixed_archive), cfg)
+    assert report.done == 0 and report.failed == 0
+    assert report.skipped == first.done + first.failed
+    assert _memories(cfg).num_rows == before

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+
+from flows.answer import QuestionFileError, read_questions, result_rows
+from schemas.records import Question, QueryResult, SelectedClip, StageError
+
+
+def test_read_questions_keeps_good_lines_and_names_bad_ones(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "a?"}\n\nnot json\n{"question": "b?", "id": "x", "k": 0}\n')
+    items = read_questions(str(path))
+    assert isinstance(items[0], Question) and items[0].id == "line-1"
+    assert isinstance(items[1], QueryResult) and f"{path}:3:" in items[1].error.message
+    assert isinstance(items[2], QueryResult) and f"{path}:4:" in items[2].error.message
+
+
+def test_unreadable_question_files_raise_clear_errors(tmp_path):
+    with pytest.raises(QuestionFileError, match="not found"):
+        read_questions(str(tmp_path / "missing.jsonl"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(QuestionFileError, match="no questions"):
+        read_questions(str(empty))
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(QuestionFileError, match="UTF-8"):
+        read_questions(str(binary))
+
+
+def test_result_rows_flatten_clips_and_errors():
+    clip = SelectedClip("v", "/a.mp4", 3, 48.0, 64.0, 0.5)
+    results = [
+        QueryResult("q?", "1", clips=[clip, clip]),
+        QueryResult("bad", "2", error=StageError("where", "unknown column nope")),
+    ]
+    rows = result_rows(results).to_pylist()
+    assert [r["rank"] for r in rows[:2]] == [0, 1] and rows[0]["t_start"] == 48.0
+    assert rows[2]["error"] == "where: unknown column nope" and rows[2]["video_id"] is None
