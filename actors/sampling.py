@@ -66,7 +66,8 @@ class _Gop:
 
     packets: list[av.Packet] = field(default_factory=list)
     keyed: bool = False  # starts at a keyframe
-    complete: bool = True  # False: cut by MAX_GOP_BYTES, the rest of this GOP follows
+    complete: bool = True  # False: the rest of this GOP follows in the next piece
+    cut: bool = False  # a piece of a GOP over MAX_GOP_BYTES
     next_key_pts: int | None = None  # pts of the keyframe that ends it
     last: bool = False  # the final GOP of the stream
 
@@ -201,35 +202,38 @@ class _Sampler:
                 gop.next_key_pts = packet.pts
                 yield gop
                 gop, size = _Gop(), 0
+            elif packet.is_keyframe:
+                gop.cut = False
             if not gop.packets:
                 gop.keyed = packet.is_keyframe
             if keep_all or packet.is_keyframe:
                 gop.packets.append(packet)
                 size += packet.size
             if size > MAX_GOP_BYTES:
-                gop.complete = False
+                gop.complete, gop.cut = False, True
                 yield gop
-                gop, size = _Gop(), 0
+                gop, size = _Gop(cut=True), 0
         gop.last = self.eof = True
         yield gop
 
     def _sample_gop(self, gop: _Gop) -> Iterator[tuple[float, np.ndarray]]:
         if not gop.packets:
             return
-        keyframe_only = gop.keyed and (self.mode == "keyframe" or self._short_gop(gop))
-        if keyframe_only:
+        if gop.keyed and (self.mode == "keyframe" or self._short_gop(gop)):
             wanted = self._plan_keyframe(gop)
-            feed = gop.packets[:1] if wanted else []
+            feed, decode_all = (gop.packets[:1] if wanted else []), False
             self.stats.gops_keyframe += 1
+        elif gop.cut:  # over the cap: decode it whole, like a plain decoder
+            wanted, feed, decode_all = self._plan_cut(gop), gop.packets, True
+            self.stats.gops_exact += 1
         else:
             wanted = self._plan_exact(gop)
             last = max((i for i, p in enumerate(gop.packets) if p.pts in wanted), default=-1)
-            # A cut GOP is fed whole: what follows still references its frames.
-            feed = gop.packets[: last + 1] if gop.complete else gop.packets
+            feed, decode_all = gop.packets[: last + 1], False
             self.stats.gops_exact += 1
         self.awaited.extend(sorted(wanted.items()))
         for packet in feed:
-            needed = packet.pts in wanted or keyframe_only
+            needed = decode_all or packet.pts in wanted
             self.codec.skip_frame = "DEFAULT" if needed else "NONREF"
             self.stats.packets_decoded += 1
             yield from self._receive(self.codec.decode(packet))
@@ -262,6 +266,23 @@ class _Sampler:
         while (t := self.k / self.fps) < self._limit() and t <= horizon:
             i = min(bisect.bisect_left(times, t - EPS_S), len(pts) - 1)
             wanted.setdefault(pts[i], []).append(t)
+            self.k += 1
+        return wanted
+
+    def _plan_cut(self, gop: _Gop) -> dict[int, list[float]]:
+        """pts thresholds -> targets, for a GOP decoded whole in pieces.
+
+        Frames of a later piece may come before this one's in display order (B-frames), so
+        each target awaits the first *decoded* frame at or after its time."""
+        top = max(p.pts for p in gop.packets)
+        wanted: dict[int, list[float]] = {}
+        if self.carry:
+            wanted[gop.packets[0].pts] = self.carry
+            self.carry = []
+        horizon = self._limit() if gop.last else self.time(top) + EPS_S
+        while (t := self.k / self.fps) < self._limit() and t <= horizon:
+            threshold = self.start + math.ceil((t - EPS_S) / self.tb)
+            wanted.setdefault(min(top, threshold), []).append(t)
             self.k += 1
         return wanted
 

@@ -10,14 +10,19 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from models.config import VMemModelConfig
 from models.vmem import VMemModel
 
+hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output (JSON lines)
+
 _HASH_CHUNK = 1 << 20
+_BUILD_LOCK = threading.Lock()  # the seeded build uses the global RNG: one thread at a time
 
 
 def build_default_model(seed: int = 0) -> VMemModel:
@@ -26,7 +31,7 @@ def build_default_model(seed: int = 0) -> VMemModel:
     The global RNG is forked, so building a model does not disturb the caller's randomness.
     Returned in eval mode.
     """
-    with torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VMemModel(VMemModelConfig())
     return model.eval()

@@ -17,6 +17,8 @@ from schemas.records import VideoOutcome, VideoTask
 from schemas.tables import VIDEO_KEY, VIDEOS, VIDEOS_SCHEMA
 from storage.lance import MemoryStore, chunks, connect, in_list, open_table
 
+PLAN_LOOKUP_MAX = 5_000  # above this many listed videos, plan reads the catalog in one scan
+
 
 class Catalog:
     """Reads and batched upserts of the ``videos`` table (created on first use).
@@ -77,17 +79,22 @@ class Catalog:
         self, tasks: Sequence[VideoTask], encoder: str, retry_failed: bool = False
     ) -> tuple[list[VideoTask], list[VideoTask]]:
         """Split listed videos into (todo, skipped) against what the catalog already holds."""
-        known = self.get([t.video_id for t in tasks])
+        known = self._plan_rows([t.video_id for t in tasks])
         todo: list[VideoTask] = []
         skipped: list[VideoTask] = []
         for task in tasks:
             row = known.get(task.video_id)
-            (
-                skipped
-                if row is not None and _is_settled(row, task, encoder, retry_failed)
-                else todo
-            ).append(task)
+            settled = row is not None and _is_settled(row, task, encoder, retry_failed)
+            (skipped if settled else todo).append(task)
         return todo, skipped
+
+    def _plan_rows(self, video_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The columns plan needs; for a big listing one scan beats thousands of IN lookups."""
+        if len(video_ids) <= PLAN_LOOKUP_MAX:
+            return self.get(video_ids)
+        wanted = set(video_ids)
+        rows = self.all(["video_id", "size", "etag", "encoder", "status"]).to_pylist()
+        return {row["video_id"]: row for row in rows if row["video_id"] in wanted}
 
 
 def _is_settled(row: dict[str, Any], task: VideoTask, encoder: str, retry_failed: bool) -> bool:

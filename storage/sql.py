@@ -245,9 +245,10 @@ def _check_where_node(node: exp.Expression, scope: _Scope) -> None:
         raise SqlError("relevance() is only allowed in ORDER BY")
     if isinstance(node, exp.Anonymous):
         raise SqlError(f"unknown function {node.name}(); allowed: {FUNCTION_NAMES}")
-    if isinstance(node, exp.Func) and type(node) not in FUNCTIONS:
-        raise SqlError(f"function {node.sql_name()} is not allowed; allowed: {FUNCTION_NAMES}")
     if not isinstance(node, WHERE_NODES) and type(node) not in FUNCTIONS:
+        if isinstance(node, exp.Func):
+            name = node.sql_name()
+            raise SqlError(f"function {name} is not allowed; allowed: {FUNCTION_NAMES}")
         raise SqlError(f"unsupported expression in WHERE: {node.sql()}")
     for child in list(node.iter_expressions()):
         _check_where_node(child, scope)
@@ -298,8 +299,9 @@ def execute(
     return result.select(compiled.columns)
 
 
-def _sort_keys(compiled: CompiledQuery) -> list[tuple[str, str]]:
-    return [(c, "descending" if desc else "ascending") for c, desc in compiled.order_by]
+def _sort_keys(compiled: CompiledQuery) -> list[tuple[str, str, str]]:
+    """pyarrow sort keys; nulls last either way."""
+    return [(c, "descending" if desc else "ascending", "at_end") for c, desc in compiled.order_by]
 
 
 def _vector_search(
@@ -309,7 +311,7 @@ def _vector_search(
         raise SqlError("relevance() needs the question encoded as a vector")
     vector = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)  # (1, Q)
     result = store.search(vector, compiled.where, compiled.limit, fetch)
-    return result.sort_by(_sort_keys(compiled), null_placement="at_end")
+    return result.sort_by(_sort_keys(compiled))
 
 
 def _filtered_scan(store: Any, compiled: CompiledQuery, fetch: list[str]) -> pa.Table:
@@ -325,5 +327,5 @@ def _filtered_scan(store: Any, compiled: CompiledQuery, fetch: list[str]) -> pa.
     keys = _sort_keys(compiled)
     for batch in reader:
         merged = pa.concat_tables([best, pa.Table.from_batches([batch], schema=reader.schema)])
-        best = merged.sort_by(keys, null_placement="at_end").slice(0, compiled.limit)
+        best = merged.sort_by(keys).slice(0, compiled.limit)
     return best

@@ -23,7 +23,12 @@ def test_list_local_folder_recursive(tmp_path):
         (root / rel).write_bytes(data)
 
     tasks = list_source(str(root))
-    assert [os.path.relpath(t.uri, root) for t in tasks] == ["a.mp4", "x/b.MKV", "x/y/c.webm", "z/e.ts"]
+    assert [os.path.relpath(t.uri, root) for t in tasks] == [
+        "a.mp4",
+        "x/b.MKV",
+        "x/y/c.webm",
+        "z/e.ts",
+    ]
     by_name = {os.path.basename(t.uri): t for t in tasks}
     assert by_name["c.webm"].tags == ("x", "y") and by_name["a.mp4"].tags == ()
     assert by_name["b.MKV"].size == 20

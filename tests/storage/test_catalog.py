@@ -42,7 +42,9 @@ def test_record_counts_attempts_and_keeps_created_at(catalog, fake):
     assert catalog.all(["video_id", "status"]).column_names == ["video_id", "status"]
 
 
-def test_plan_skips_only_settled_videos(catalog, fake):
+@pytest.mark.parametrize("lookup_max", [5_000, 1], ids=["lookups", "one-scan"])
+def test_plan_skips_only_settled_videos(catalog, fake, monkeypatch, lookup_max):
+    monkeypatch.setattr("storage.catalog.PLAN_LOOKUP_MAX", lookup_max)
     ok, bad, fresh = fake.task("ok"), fake.task("bad"), fake.task("fresh")
     catalog.record([done(ok), failed(bad)], fake.encoder)
 

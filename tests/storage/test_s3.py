@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from schemas.config import StorageConfig
+from schemas.records import VideoOutcome
 from storage.archive import ArchiveError, S3RangeReader, list_source, open_video
 from storage.catalog import Catalog
 from storage.lance import MemoryStore
@@ -95,9 +96,11 @@ def test_memory_store_and_catalog_on_s3(s3_server, s3_bucket, make_batch, fake):
     )
     memory = store.fetch_memories([(records[3].video_id, 1)], fake.encoder)
     np.testing.assert_allclose(
-        memory[(records[3].video_id, 1)], records[3].memory, atol=np.abs(records[3].memory).max() / 200
+        memory[(records[3].video_id, 1)],
+        records[3].memory,
+        atol=np.abs(records[3].memory).max() / 200,
     )
-    from schemas.records import VideoOutcome
-
-    Catalog(store).record([VideoOutcome(task=t, status="done", n_clips=2) for t in meta.values()], fake.encoder)
+    Catalog(store).record(
+        [VideoOutcome(task=t, status="done", n_clips=2) for t in meta.values()], fake.encoder
+    )
     assert Catalog(cfg).get(list(meta))[records[0].video_id]["status"] == "done"

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+import pytest
+
+from schemas.records import VideoOutcome
+from storage.catalog import Catalog
+from storage.sql import MAX_LIMIT, CompiledQuery, SqlError, compile_sql, compile_where, execute
+
+
+@pytest.fixture
+def filled(store, make_batch, fake):
+    """news: n1 (3 clips), n2 (2 clips); sport: s1 (2 clips); catalog rows for all."""
+    news, news_meta = make_batch({"n1": 3, "n2": 2}, archive="news")
+    sport, sport_meta = make_batch({"s1": 2}, archive="sport", seed=5)
+    store.write_memories(news + sport, fake.encoder, news_meta | sport_meta)
+    outcomes = [VideoOutcome(t, "done", n_clips=2) for t in (news_meta | sport_meta).values()]
+    Catalog(store).record(outcomes, fake.encoder)
+    return store, news, sport
+
+
+def test_compile_relevance_query():
+    q = compile_sql(
+        "SELECT video_id, t_start, t_end, score FROM memories "
+        "WHERE archive = 'news' AND t_start > 600 "
+        "ORDER BY relevance('who speaks at the podium?') LIMIT 5"
+    )
+    assert q == CompiledQuery(
+        table="memories",
+        columns=["video_id", "t_start", "t_end", "score"],
+        where="archive = 'news' AND t_start > 600",
+        relevance="who speaks at the podium?",
+        order_by=[("score", True)],
+        limit=5,
+    )
+
+
+def test_compile_star_order_and_defaults():
+    q = compile_sql("select * from VIDEOS v where v.size > 10 order by v.size desc, uri")
+    assert q.table == "videos" and "etag" in q.columns and "score" not in q.columns
+    assert q.where == "size > 10" and q.relevance is None and q.limit == 10
+    assert q.order_by == [("size", True), ("uri", False)]
+
+
+def test_where_is_regenerated_from_the_ast():
+    where = compile_where(
+        "array_has(tags, 'a') AND lower(archive) LIKE 'n%' -- a comment\n"
+        "AND recorded_at >= TIMESTAMP '2024-01-01 00:00:00' AND clip_index IN (0, 1)"
+    )
+    assert "comment" not in where
+    assert where == (
+        "ARRAY_CONTAINS(tags, 'a') AND LOWER(archive) LIKE 'n%' AND "
+        "recorded_at >= CAST('2024-01-01 00:00:00' AS TIMESTAMP) AND clip_index IN (0, 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("predicate", "videos"),
+    [
+        ("archive = 'sport'", {"s1"}),
+        ("array_has(tags, 'a') AND archive <> 'sport'", {"n1", "n2"}),
+        ("array_contains(tags, 'zzz')", set()),
+        ("upper(archive) LIKE 'SP%'", {"s1"}),
+        ("clip_index BETWEEN 2 AND 5", {"n1"}),
+        (
+            "recorded_at >= TIMESTAMP '2024-01-02 00:00:00' AND recorded_at < DATE '2024-01-03'",
+            {"n1", "n2", "s1"},
+        ),
+        ("uri IS NULL OR t_start + 16 > 40", {"n1"}),
+        ("NOT archive IN ('news') AND array_length(tags) = 1", {"s1"}),
+        ("archive = 'x'' OR 1=1 --'", set()),  # a quote inside a literal stays a literal
+    ],
+)
+def test_filtered_scan_executes_in_lance(filled, predicate, videos):
+    store, news, sport = filled
+    names = {r.video_id: n for r, n in [(news[0], "n1"), (news[3], "n2"), (sport[0], "s1")]}
+    result = execute(
+        store, compile_sql(f"SELECT video_id FROM memories WHERE {predicate} LIMIT 100")
+    )
+    assert {names[v] for v in result["video_id"].to_pylist()} == videos
+
+
+def test_order_by_columns_is_a_global_top_k(filled):
+    store, news, _ = filled
+    result = execute(
+        store,
+        compile_sql(
+            "SELECT video_id, t_start FROM memories ORDER BY t_start DESC, video_id LIMIT 2"
+        ),
+    )
+    assert result.column_names == ["video_id", "t_start"]
+    assert result["t_start"].to_pylist() == [32.0, 16.0]
+    assert result["video_id"][0].as_py() == news[2].video_id
+
+
+def test_relevance_executes_as_filtered_vector_search(filled):
+    store, news, sport = filled
+    q = compile_sql(
+        "SELECT video_id, clip_index, score FROM memories WHERE archive = 'news' "
+        "ORDER BY relevance('anything') LIMIT 3"
+    )
+    result = execute(store, q, sport[0].indicator)  # nearest overall is sport: filtered out
+    assert result.column_names == ["video_id", "clip_index", "score"]
+    assert result.num_rows == 3
+    assert sport[0].video_id not in result["video_id"].to_pylist()
+    scores = result["score"].to_pylist()
+    assert scores == sorted(scores, reverse=True)
+    exact = execute(store, q, news[1].indicator).to_pylist()[0]
+    assert (exact["video_id"], exact["clip_index"]) == (news[1].video_id, 1)
+    assert exact["score"] == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(SqlError, match="needs the question encoded"):
+        execute(store, q, None)
+
+
+def test_relevance_then_column_reorders_the_top_rows(filled):
+    store, news, _ = filled
+    q = compile_sql("SELECT clip_index FROM memories ORDER BY video_id, relevance('q') LIMIT 7")
+    assert q.order_by == [("video_id", False), ("score", True)]
+    assert execute(store, q, news[0].indicator).num_rows == 7
+
+
+def test_videos_table_query(filled):
+    store, *_ = filled
+    result = execute(
+        store, compile_sql("SELECT uri, status FROM videos WHERE status = 'done' ORDER BY uri DESC")
+    )
+    assert result["uri"].to_pylist() == ["/archive/s1.mp4", "/archive/n2.mp4", "/archive/n1.mp4"]
+
+
+def test_type_errors_from_lance_become_sql_errors(filled):
+    store, *_ = filled
+    with pytest.raises(SqlError, match="query failed"):
+        execute(store, compile_sql("SELECT video_id FROM memories WHERE tags > 'a' AND tags < 3"))
+
+
+def test_malicious_statement_is_refused_and_nothing_changes(filled):
+    store, *_ = filled
+    before = store.count()
+    for text in [
+        "SELECT * FROM memories WHERE 1=1; DROP TABLE memories",
+        "SELECT * FROM memories; DELETE FROM memories",
+    ]:
+        with pytest.raises(SqlError, match="only one statement is allowed, got 2"):
+            compile_sql(text)
+    with pytest.raises(SqlError, match="only one statement"):
+        compile_where("1=1; DROP TABLE memories")
+    assert store.count() == before == 7
+    assert store.open_table("memories").count_rows() == 7
+
+
+REJECTED = [
+    ("SELEC video_id FROM memories", "syntax error"),
+    ("SELECT video_id FROM memories WHERE archive = 'news", "syntax error"),
+    ("SELECT video_id FROM memories WHERE (t_start > 1", "syntax error"),
+    ("", "empty query"),
+    (
+        "INSERT INTO memories (video_id) VALUES ('x')",
+        "only SELECT statements are allowed, got INSERT",
+    ),
+    ("UPDATE memories SET archive = 'x'", "only SELECT statements are allowed, got UPDATE"),
+    ("DELETE FROM memories WHERE 1 = 1", "only SELECT statements are allowed, got DELETE"),
+    ("DROP TABLE memories", "only SELECT statements are allowed, got DROP"),
+    ("CREATE TABLE x (a INT)", "only SELECT statements are allowed, got CREATE"),
+    ("SELECT video_id FROM memories UNION SELECT video_id FROM videos", "got UNION"),
+    ("SELECT * FROM frames", "unknown table 'frames': use one of memories, videos"),
+    ("SELECT * FROM other.memories", "unknown table 'other.memories'"),
+    ("SELECT 1", "missing FROM"),
+    ("SELECT * FROM read_parquet('x')", "FROM takes one table name"),
+    (
+        "SELECT * FROM memories m JOIN videos v ON m.video_id = v.video_id",
+        "joins are not supported",
+    ),
+    ("SELECT * FROM memories, videos", "joins are not supported"),
+    ("SELECT * FROM (SELECT * FROM memories)", "subqueries are not supported"),
+    ("SELECT * FROM memories WHERE video_id IN (SELECT video_id FROM videos)", "subqueries"),
+    ("SELECT * FROM memories WHERE EXISTS (SELECT 1)", "subqueries"),
+    ("WITH x AS (SELECT 1) SELECT * FROM memories", "WITH"),
+    (
+        "SELECT speaker FROM memories",
+        "unknown column 'speaker' in memories; valid columns: video_id",
+    ),
+    ("SELECT memory FROM memories", "unknown column 'memory'"),
+    ("SELECT video_id FROM memories WHERE speaker = 'x'", "unknown column 'speaker'"),
+    ("SELECT video_id FROM memories ORDER BY speaker", "unknown column 'speaker'"),
+    ("SELECT x.video_id FROM memories", "unknown table 'x' in column x.video_id"),
+    (
+        "SELECT video_id FROM memories WHERE foo(archive) = 1",
+        "unknown function foo(); allowed: lower",
+    ),
+    (
+        "SELECT video_id FROM memories WHERE concat(archive, 'x') = 'a'",
+        "function CONCAT is not allowed",
+    ),
+    ("SELECT video_id FROM memories WHERE now() > recorded_at", "unknown function now()"),
+    (
+        "SELECT video_id FROM memories WHERE CURRENT_TIMESTAMP > recorded_at",
+        "CURRENT_TIMESTAMP is not",
+    ),
+    ("SELECT video_id FROM memories WHERE relevance('x') > 0.5", "only allowed in ORDER BY"),
+    (
+        "SELECT video_id FROM memories ORDER BY relevance(42)",
+        "relevance() takes one string literal",
+    ),
+    ("SELECT video_id FROM memories ORDER BY relevance(archive)", "one string literal"),
+    ("SELECT video_id FROM memories ORDER BY relevance('a', 'b')", "one string literal"),
+    ("SELECT video_id FROM memories ORDER BY relevance('  ')", "non-empty question"),
+    ("SELECT video_id FROM memories ORDER BY relevance('a') ASC", "remove ASC"),
+    ("SELECT * FROM memories ORDER BY relevance('a'), relevance('b')", "only one relevance"),
+    ("SELECT uri FROM videos ORDER BY relevance('a')", "relevance() searches memories only"),
+    ("SELECT relevance('a') FROM memories", "select list takes column names"),
+    ("SELECT video_id AS v FROM memories", "select list takes column names"),
+    ("SELECT video_id, count(*) FROM memories GROUP BY video_id", "GROUP BY is not supported"),
+    ("SELECT video_id FROM memories HAVING t_start > 1", "HAVING is not supported"),
+    ("SELECT count(*) FROM memories", "aggregate functions are not supported (COUNT)"),
+    ("SELECT video_id FROM memories ORDER BY max(t_start)", "aggregate functions"),
+    ("SELECT DISTINCT video_id FROM memories", "DISTINCT is not supported"),
+    ("SELECT video_id FROM memories LIMIT 5 OFFSET 5", "OFFSET is not supported"),
+    ("SELECT score FROM memories", "score exists only with ORDER BY relevance"),
+    ("SELECT video_id FROM memories WHERE score > 0.5 ORDER BY relevance('x')", "not in WHERE"),
+    ("SELECT video_id FROM memories ORDER BY score", "score exists only"),
+    ("SELECT video_id FROM memories ORDER BY tags", "cannot ORDER BY the list column tags"),
+    ("SELECT video_id FROM memories ORDER BY t_start + 1", "ORDER BY takes columns"),
+    ("SELECT video_id FROM memories LIMIT 0", f"LIMIT must be between 1 and {MAX_LIMIT}"),
+    ("SELECT video_id FROM memories LIMIT 20000", "LIMIT must be between 1 and 10000, got 20000"),
+    ("SELECT video_id FROM memories LIMIT 'a'", "LIMIT takes an integer"),
+    ("SELECT video_id FROM memories WHERE CAST(archive AS INT) = 1", "unsupported cast"),
+    (
+        "SELECT video_id FROM memories WHERE recorded_at > TIMESTAMP 'yesterday'",
+        "invalid TIMESTAMP",
+    ),
+    ("SELECT video_id FROM memories WHERE t_start = ?", "unsupported expression in WHERE: ?"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), REJECTED)
+def test_rejections_name_the_problem(text, message):
+    with pytest.raises(SqlError) as info:
+        compile_sql(text)
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("predicate", "message"),
+    [
+        ("", "empty WHERE predicate"),
+        ("archive = 'news' ORDER BY t_start", "condition only, found ORDER"),
+        ("archive = 'news' LIMIT 5", "condition only, found LIMIT"),
+        ("speaker = 'x'", "unknown column 'speaker'"),
+        ("archive = 'a') OR (1 = 1", "syntax error"),
+    ],
+)
+def test_compile_where_rejections(predicate, message):
+    with pytest.raises(SqlError, match=message.replace("(", r"\(")):
+        compile_where(predicate)
+
+
+def test_compile_where_accepts_a_plain_predicate():
+    assert (
+        compile_where("archive = 'news' AND NOT t_start < 5")
+        == "archive = 'news' AND NOT t_start < 5"
+    )
+    assert compile_where("status = 'done'", table="videos") == "status = 'done'"
