@@ -83,9 +83,7 @@ class EncodeStage:
     def _previous_memory(self, clips: list[Clip]) -> torch.Tensor:
         """(B, M, D): the carried memory per row; zeros where the row starts a video."""
         m, d = self.model.memory_tokens, self.model.hidden_size
-        rows = [
-            self._memory.get(c.video_id, torch.zeros(m, d, device=self.device)) for c in clips
-        ]
+        rows = [self._memory.get(c.video_id, torch.zeros(m, d, device=self.device)) for c in clips]
         return torch.stack(rows)
 
 

@@ -74,6 +74,18 @@ class IngestPipeline:
         self.encoders = [encode_cls.remote(checkpoint) for _ in range(n_enc)]
         ray.get([e.setup.remote() for e in self.encoders])
 
+    def close(self) -> None:
+        """Stop the actors now (their CPUs/GPUs go back to the cluster)."""
+        for actor in [*self.decoders, *self.encoders]:
+            ray.kill(actor)
+        self.decoders, self.encoders = [], []
+
+    def __enter__(self) -> IngestPipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def run(self, tasks: Iterable[VideoTask], on_video: OnVideo, on_clips: OnClips | None = None):
         """Ingest ``tasks``; call ``on_video`` once per video as soon as it is complete."""
         _Run(self, deque(tasks), on_video, on_clips or (lambda n: None)).loop()

@@ -18,7 +18,7 @@ import torch
 
 from models.registry import load_model
 from schemas.config import QueryConfig, StorageConfig
-from schemas.records import Question, QueryResult, SelectedClip, StageError
+from schemas.records import QueryResult, Question, SelectedClip, StageError
 from storage.lance import MemoryStore
 from storage.sql import SqlError, compile_sql, compile_where, execute
 
@@ -124,7 +124,9 @@ class QueryStage:
         compiled = compile_sql(text)
         if compiled.table == "memories":
             own = f"encoder = {_quote(self.encoder)}"
-            compiled = replace(compiled, where=f"({compiled.where}) AND {own}" if compiled.where else own)
+            compiled = replace(
+                compiled, where=f"({compiled.where}) AND {own}" if compiled.where else own
+            )
         vector = self._embed([compiled.relevance])[0] if compiled.relevance else None
         return execute(self.store, compiled, vector)
 

@@ -61,7 +61,10 @@ def bind_model(cfg: VMemConfig) -> BoundModel:
             f"{model_cfg.clip_frames} frames: leave it unset or match the model"
         )
     cfg = cfg.with_overrides(
-        decode={"clip_frames": model_cfg.clip_frames, "frame_size": cfg.decode.frame_size or image_size}
+        decode={
+            "clip_frames": model_cfg.clip_frames,
+            "frame_size": cfg.decode.frame_size or image_size,
+        }
     )
     dims = (
         model_cfg.indicator_dim,

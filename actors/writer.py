@@ -40,11 +40,8 @@ class MemoryWriter:
         with writer_lock(self.cfg):
             if self._records:
                 self.store.write_memories(self._records, self.encoder, tasks)
-            for outcome in self._outcomes:
-                if outcome.status == "done":
-                    self.store.delete_stale_clips(
-                        outcome.task.video_id, self.encoder, outcome.n_clips
-                    )
+            done = {o.task.video_id: o.n_clips for o in self._outcomes if o.status == "done"}
+            self.store.delete_stale_clips(done, self.encoder)
             self.catalog.record(self._outcomes, self.encoder)
         self.commits += 1
         self._outcomes, self._records = [], []

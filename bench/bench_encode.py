@@ -23,7 +23,14 @@ def make_clips(n_videos: int, n_clips: int, t: int, size: int) -> list[list[Clip
     rng = np.random.default_rng(0)
     return [
         [
-            Clip(f"v{v}", i, 16.0 * i, 16.0 * (i + 1), rng.integers(0, 255, (t, size, size, 3), np.uint8), t)
+            Clip(
+                f"v{v}",
+                i,
+                16.0 * i,
+                16.0 * (i + 1),
+                rng.integers(0, 255, (t, size, size, 3), np.uint8),
+                t,
+            )
             for i in range(n_clips)
         ]
         for v in range(n_videos)
@@ -58,7 +65,9 @@ def main() -> None:
         checkpoint = args.model or str(resolve_checkpoint(None, 0, Path(cache)))
         stage = EncodeStage(checkpoint, device="cuda" if torch.cuda.is_available() else "cpu")
         stage.setup()
-        videos = make_clips(args.videos, args.clips, stage.model.clip_frames, stage.model.image_size)
+        videos = make_clips(
+            args.videos, args.clips, stage.model.clip_frames, stage.model.image_size
+        )
         run_batched(stage, videos[:2])  # warm-up
         batched, single = [], []
         for _ in range(args.repeats):
@@ -66,9 +75,11 @@ def main() -> None:
             single.append(run_one_at_a_time(stage, videos))
     total = args.videos * args.clips
     b, s = float(np.median(batched)), float(np.median(single))
-    print(f"device={stage.device} threads={torch.get_num_threads()} clips={total} "
-          f"(T={stage.model.clip_frames}, {stage.model.image_size}px)")
-    print("| mode | wall s (median of %d) | clips/s |" % args.repeats)
+    print(
+        f"device={stage.device} threads={torch.get_num_threads()} clips={total} "
+        f"(T={stage.model.clip_frames}, {stage.model.image_size}px)"
+    )
+    print(f"| mode | wall s (median of {args.repeats}) | clips/s |")
     print("|---|---|---|")
     print(f"| {args.videos} videos batched | {b:.3f} | {total / b:.1f} |")
     print(f"| one video at a time | {s:.3f} | {total / s:.1f} |")

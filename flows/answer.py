@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from actors.query import make_query_pool
 from actors.runtime import bind_model, ensure_ray
 from schemas.config import VMemConfig
-from schemas.records import AnswerReport, Question, QueryResult, StageError
+from schemas.records import AnswerReport, QueryResult, Question, StageError
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -54,7 +54,9 @@ def read_questions(path: str) -> list[Question | QueryResult]:
             items.append(question.model_copy(update={"id": question.id or f"line-{number}"}))
         except (json.JSONDecodeError, ValidationError) as exc:
             message = f"{path}:{number}: {str(exc).splitlines()[0]}"
-            items.append(QueryResult(line[:200], f"line-{number}", error=StageError("question", message)))
+            items.append(
+                QueryResult(line[:200], f"line-{number}", error=StageError("question", message))
+            )
     if not items:
         raise QuestionFileError(f"question file {path} holds no questions")
     return items
@@ -70,7 +72,9 @@ def select_all(questions: list[Question], cfg: VMemConfig) -> list[QueryResult]:
     pool = make_query_pool(
         cfg.query.num_actors, bound.checkpoint, bound.encoder, cfg.storage, cfg.query
     )
-    chunks = [questions[i : i + QUESTIONS_PER_CALL] for i in range(0, len(questions), QUESTIONS_PER_CALL)]
+    chunks = [
+        questions[i : i + QUESTIONS_PER_CALL] for i in range(0, len(questions), QUESTIONS_PER_CALL)
+    ]
     results: list[QueryResult] = []
     for batch in pool.map(lambda actor, chunk: actor.select.remote(chunk), chunks):
         results.extend(batch)
@@ -88,9 +92,17 @@ def result_rows(results: list[QueryResult]) -> pa.Table:
             continue
         for rank, clip in enumerate(result.clips):
             rows.append(
-                {**base, "rank": rank, "video_id": clip.video_id, "uri": clip.uri,
-                 "clip_index": clip.clip_index, "t_start": clip.t_start, "t_end": clip.t_end,
-                 "score": clip.score, "error": None}
+                {
+                    **base,
+                    "rank": rank,
+                    "video_id": clip.video_id,
+                    "uri": clip.uri,
+                    "clip_index": clip.clip_index,
+                    "t_start": clip.t_start,
+                    "t_end": clip.t_end,
+                    "score": clip.score,
+                    "error": None,
+                }
             )
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
@@ -108,6 +120,10 @@ def answer_flow(questions_path: str, output: str, config: VMemConfig) -> AnswerR
     pq.write_table(table, output)
     failed = sum(1 for r in results if r.error is not None)
     return AnswerReport(
-        questions=len(results), answered=len(results) - failed, failed=failed,
-        rows=table.num_rows, output=output, wall_seconds=time.perf_counter() - started,
+        questions=len(results),
+        answered=len(results) - failed,
+        failed=failed,
+        rows=table.num_rows,
+        output=output,
+        wall_seconds=time.perf_counter() - started,
     )

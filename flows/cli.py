@@ -21,7 +21,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err = Console(stderr=True)
 
-DbOpt = Annotated[str | None, typer.Option("--db", help="LanceDB URI (folder or s3://); default $VMEM_DB or ./vmem-data")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="LanceDB URI (folder or s3://); default $VMEM_DB or ./vmem-data"),
+]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON config file")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="model checkpoint directory")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
@@ -97,7 +100,7 @@ def ask(
 
 @app.command()
 def answer(
-    questions: Annotated[Path, typer.Argument(help="JSONL: one {\"question\": ...} per line")],
+    questions: Annotated[Path, typer.Argument(help='JSONL: one {"question": ...} per line')],
     output: Annotated[Path, typer.Option("-o", "--output", help="results .parquet")],
     db: DbOpt = None,
     config: ConfigOpt = None,
@@ -137,6 +140,27 @@ def sql(
     except SqlError as exc:
         _fail(f"SQL error: {exc}")
     views.print_table(console, table.to_pylist(), json_out)
+
+
+@app.command()
+def serve(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+):
+    """Serve the search API over HTTP: POST /sql, POST /ask, GET /health."""
+    import uvicorn
+
+    from actors.api import create_app
+    from actors.query import QueryStage
+    from actors.runtime import bind_model
+
+    cfg = _config(config, db, model)
+    bound = bind_model(cfg)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    uvicorn.run(create_app(stage), host=host, port=port, log_level="warning")
 
 
 @app.command()

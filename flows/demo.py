@@ -41,8 +41,10 @@ def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> None:
     for result in results:
         for clip in result.clips:
             table.add_row(
-                result.question, Path(clip.uri).name,
-                f"{clip.t_start:7.1f} - {clip.t_end:7.1f}", f"{clip.score:.3f}",
+                result.question,
+                Path(clip.uri).name,
+                f"{clip.t_start:7.1f} - {clip.t_end:7.1f}",
+                f"{clip.score:.3f}",
             )
         table.add_section()
     console.print(table)

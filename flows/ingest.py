@@ -37,23 +37,19 @@ def run_pipeline(todo: list[VideoTask], bound: BoundModel):
     cfg = bound.config
     writer = MemoryWriter(cfg.storage, bound.encoder, bound.dims)
     outcomes: list[VideoOutcome] = []
-    clips = 0
     if todo:
         ensure_ray(cfg.ray)
-        pipeline = IngestPipeline(cfg, bound.checkpoint)
-        with IngestProgress(len(todo)) as progress:
+        with (
+            IngestPipeline(cfg, bound.checkpoint) as pipeline,
+            IngestProgress(len(todo)) as progress,
+        ):
 
             def on_video(outcome, records):
                 outcomes.append(outcome)
                 writer.add(outcome, records)
                 progress.video_done(outcome)
 
-            def on_clips(n):
-                nonlocal clips
-                clips += n
-                progress.clips_done(n)
-
-            pipeline.run(todo, on_video, on_clips)
+            pipeline.run(todo, on_video, progress.clips_done)
     writer.flush()
     return outcomes, writer.commits
 

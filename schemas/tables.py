@@ -67,7 +67,16 @@ VIDEOS_SCHEMA = pa.schema(
 
 # Columns that SQL may reference, per table (the big token columns are not selectable).
 SQL_COLUMNS = {
-    MEMORIES: ["video_id", "clip_index", "encoder", "uri", "t_start", "t_end", "archive",
-               "recorded_at", "tags"],
+    MEMORIES: [
+        "video_id",
+        "clip_index",
+        "encoder",
+        "uri",
+        "t_start",
+        "t_end",
+        "archive",
+        "recorded_at",
+        "tags",
+    ],
     VIDEOS: [f.name for f in VIDEOS_SCHEMA],
 }

@@ -108,7 +108,8 @@ def _s3_error(exc: Exception, uri: str, storage_options: dict[str, Any] | None) 
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return ArchiveError(f"access denied to {uri}: {code} {error.get('Message', '')}")
         return ArchiveError(f"s3 error on {uri}: {code} {error.get('Message', '')}")
-    return ArchiveError(f"s3 error on {uri}: {exc}")
+    endpoint = lance_options(storage_options).get("aws_endpoint", "the default AWS endpoint")
+    return ArchiveError(f"s3 error on {uri} (endpoint {endpoint}): {exc}")
 
 
 def open_video(uri: str, storage_options: dict[str, Any] | None = None) -> str | io.BufferedReader:

@@ -153,12 +153,21 @@ class MemoryStore:
         )
         return batch.num_rows
 
-    def delete_stale_clips(self, video_id: str, encoder: str, n_clips: int) -> None:
-        """Drop clips >= n_clips of a video (it changed and got shorter since last time)."""
-        self.table.delete(
-            f"video_id = {sql_literal(video_id)} AND encoder = {sql_literal(encoder)} "
-            f"AND clip_index >= {int(n_clips)}"
+    def delete_stale_clips(self, n_clips: dict[str, int], encoder: str) -> int:
+        """Drop clips >= n of each video (it changed and got shorter since last time).
+
+        One count, and one delete commit only when something is stale (the common case
+        commits nothing: each commit is a round trip on object storage)."""
+        if not n_clips:
+            return 0
+        per_video = " OR ".join(
+            f"(video_id = {sql_literal(v)} AND clip_index >= {int(n)})" for v, n in n_clips.items()
         )
+        predicate = f"encoder = {sql_literal(encoder)} AND ({per_video})"
+        stale = self.table.count_rows(predicate)
+        if stale:
+            self.table.delete(predicate)
+        return stale
 
     def search(
         self,

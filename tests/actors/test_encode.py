@@ -21,7 +21,14 @@ def stage(tmp_path_factory) -> EncodeStage:
 def _clips(video_id: str, n: int, seed: int) -> list[Clip]:
     rng = np.random.default_rng(seed)
     return [
-        Clip(video_id, i, 16.0 * i, 16.0 * (i + 1), rng.integers(0, 255, (16, 64, 64, 3), np.uint8), 16)
+        Clip(
+            video_id,
+            i,
+            16.0 * i,
+            16.0 * (i + 1),
+            rng.integers(0, 255, (16, 64, 64, 3), np.uint8),
+            16,
+        )
         for i in range(n)
     ]
 

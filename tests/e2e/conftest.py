@@ -44,7 +44,9 @@ def make_config(model_cache):
 
     def make(db, storage_options=None, **encode) -> VMemConfig:
         return VMemConfig(
-            storage=StorageConfig(db=str(db), storage_options=storage_options or {}, commit_videos=2),
+            storage=StorageConfig(
+                db=str(db), storage_options=storage_options or {}, commit_videos=2
+            ),
             model=ModelConfig(cache_dir=str(model_cache)),
             encode=EncodeConfig(**{"batch_videos": 4, "num_decoders": 2, **encode}),
             query=QueryConfig(num_actors=1, max_videos=3),

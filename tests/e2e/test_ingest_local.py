@@ -176,3 +176,48 @@ def test_rerun_adds_nothing(ingested, mixed_archive):
     assert report.done == 0 and report.failed == 0
     assert report.skipped == first.done + first.failed
     assert _memories(cfg).num_rows == before
+
+
+def test_ingest_publishes_a_markdown_report_artifact(ingested):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, report = ingested
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["vmem-ingest-report"]))
+        )
+    assert artifacts, "the ingest flow publishes its report"
+    text = artifacts[0].data
+    assert f"| {report.done} | {report.failed} |" in text
+    assert all(uri in text for uri, _ in report.failures)
+
+
+def test_http_api_serves_sql_and_questions_with_clear_400s(ingested):
+    from fastapi.testclient import TestClient
+
+    from actors.api import create_app
+    from actors.query import QueryStage
+    from actors.runtime import bind_model
+
+    cfg, _ = ingested
+    bound = bind_model(cfg)
+    client = TestClient(
+        create_app(QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query))
+    )
+    ok = client.post(
+        "/sql",
+        json={
+            "sql": "SELECT video_id, t_start, score FROM memories "
+            "ORDER BY relevance('a bike') LIMIT 3"
+        },
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["columns"] == ["video_id", "t_start", "score"] and len(ok.json()["rows"]) == 3
+    bad = client.post("/sql", json={"sql": "DROP TABLE memories"})
+    assert bad.status_code == 400 and "SELECT" in bad.json()["detail"]
+    asked = client.post("/ask", json={"question": "a bunny", "k": 2})
+    assert asked.status_code == 200 and asked.json()["clips"]
+    bad_filter = client.post("/ask", json={"question": "x", "where": "nope > 1"})
+    assert bad_filter.status_code == 400 and "nope" in bad_filter.json()["detail"]
+    assert client.post("/ask", json={"question": ""}).status_code == 422

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from flows.answer import QuestionFileError, read_questions, result_rows
-from schemas.records import Question, QueryResult, SelectedClip, StageError
+from schemas.records import QueryResult, Question, SelectedClip, StageError
 
 
 def test_read_questions_keeps_good_lines_and_names_bad_ones(tmp_path):

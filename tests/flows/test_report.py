@@ -10,7 +10,9 @@ def test_summary_counts_and_markdown_names_failures():
     probe = VideoProbe(duration_s=1800.0, fps=30, width=64, height=64, codec="h264")
     outcomes = [
         VideoOutcome(VideoTask("/a.mp4", 1, "1"), "done", n_clips=113, probe=probe),
-        VideoOutcome(VideoTask("/b.mp4", 1, "1"), "failed", error=StageError("open", "/b.mp4: bad")),
+        VideoOutcome(
+            VideoTask("/b.mp4", 1, "1"), "failed", error=StageError("open", "/b.mp4: bad")
+        ),
     ]
     report = summarise("/archive", VMemConfig(), "enc", outcomes, skipped=4, commits=1)
     report.wall_seconds = 60.0

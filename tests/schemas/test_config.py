@@ -45,7 +45,9 @@ def test_fingerprint_follows_the_decode_config():
 
 def test_video_ids_are_stable_per_uri():
     task = VideoTask(uri="s3://b/a.mp4", size=1, etag="e")
-    assert task.video_id == video_id_for("s3://b/a.mp4") == VideoTask("s3://b/a.mp4", 2, "f").video_id
+    assert (
+        task.video_id == video_id_for("s3://b/a.mp4") == VideoTask("s3://b/a.mp4", 2, "f").video_id
+    )
     assert task.video_id != video_id_for("s3://b/b.mp4")
 
 

@@ -66,7 +66,8 @@ def test_delete_stale_clips_and_clips_of_video(store, make_batch, fake):
     records, meta = make_batch({"v1": 4, "v2": 2})
     store.write_memories(records, fake.encoder, meta)
     v1 = records[0].video_id
-    store.delete_stale_clips(v1, fake.encoder, 2)  # v1 got shorter: 2 clips now
+    assert store.delete_stale_clips({v1: 2}, fake.encoder) > 0  # v1 got shorter: 2 clips now
+    assert store.delete_stale_clips({v1: 2}, fake.encoder) == 0  # nothing stale any more
     clips = store.clips_of_video(list(meta), fake.encoder, ["video_id", "clip_index", "t_start"])
     per_video = {}
     for row in clips.to_pylist():
