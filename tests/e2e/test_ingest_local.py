@@ -187,10 +187,9 @@ def test_ingest_publishes_a_markdown_report_artifact(ingested):
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["vmem-ingest-report"]))
         )
-    assert artifacts, "the ingest flow publishes its report"
-    text = artifacts[0].data
-    assert f"| {report.done} | {report.failed} |" in text
-    assert all(uri in text for uri, _ in report.failures)
+    texts = [a.data for a in artifacts if f"| {report.done} | {report.failed} |" in a.data]
+    assert texts, "the first ingest published its report"
+    assert all(uri in texts[0] for uri, _ in report.failures)
 
 
 def test_http_api_serves_sql_and_questions_with_clear_400s(ingested):

@@ -34,10 +34,11 @@ def test_synthetic_video_is_h264_of_the_asked_shape(tmp_path):
         assert stream.codec_context.name == "h264"
         assert (stream.width, stream.height, stream.average_rate) == (96, 64, 25)
         assert float(stream.duration * stream.time_base) == pytest.approx(3.0)
+        time_base = stream.time_base  # read before the container closes
         keys = [p.pts for p in container.demux(stream) if p.is_keyframe and p.size]
     frames = _decode_all(path)
     assert len(frames) == 75
-    assert [round(float(k * stream.time_base), 2) for k in keys] == [0.0, 1.0, 2.0]
+    assert [round(float(k * time_base), 2) for k in keys] == [0.0, 1.0, 2.0]
     assert frames[0].format.name == "yuv420p"
 
 
