@@ -8,6 +8,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import warnings  # noqa: E402
+
+# Prefect starts its ephemeral API with subprocess (fork+exec, nothing shared runs there)
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
+
 from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
 

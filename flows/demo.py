@@ -48,3 +48,7 @@ def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> None:
             )
         table.add_section()
     console.print(table)
+    console.print(
+        "[yellow]note:[/] the default model has random weights until it is trained, so these "
+        "selections show the mechanics (K clips per video, time order, scores), not meaning."
+    )
