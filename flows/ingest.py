@@ -54,6 +54,12 @@ def run_pipeline(todo: list[VideoTask], bound: BoundModel):
     return outcomes, writer.commits
 
 
+@task(name="refresh-indexes")
+def refresh_indexes(cfg: VMemConfig) -> list[str]:
+    """Build the ANN/scalar indexes once the table is big enough, then fold new rows in."""
+    return MemoryStore(cfg.storage).create_indexes()
+
+
 @flow(name="vmem-ingest", log_prints=True)
 def ingest_flow(source: str, config: VMemConfig, retry_failed: bool = False) -> IngestReport:
     """List -> plan -> decode/encode/commit -> report."""
@@ -62,6 +68,8 @@ def ingest_flow(source: str, config: VMemConfig, retry_failed: bool = False) -> 
     tasks = list_archive(source, config)
     todo, skipped = plan(tasks, config, bound.encoder, retry_failed)
     outcomes, commits = run_pipeline(todo, bound)
+    if outcomes:
+        refresh_indexes(config)
     report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits)
     report.wall_seconds = time.perf_counter() - started
     create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))

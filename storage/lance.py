@@ -244,25 +244,30 @@ class MemoryStore:
 
     def create_indexes(self, min_rows: int = IVF_MIN_ROWS) -> list[str]:
         """Best effort: a BTree on video_id, and IVF_PQ (cosine) on the indicators once the
-        table has ``min_rows`` rows. Returns the columns indexed now; failures are logged."""
+        table has ``min_rows`` rows; later calls fold new rows into the existing indexes
+        (``optimize``, which also compacts the small fragments of many commits) instead of
+        rebuilding them. Returns what was done; failures are logged (indexes only speed up).
+        """
         table = self.table
-        existing = {tuple(ix.columns) for ix in table.list_indices()}
-        made = []
-        if ("video_id",) not in existing:
-            try:
+        existing = {tuple(ix.columns): ix.name for ix in table.list_indices()}
+        done = []
+        try:
+            if ("video_id",) not in existing and table.count_rows() > 0:
                 table.create_scalar_index("video_id", index_type="BTREE")
-                made.append("video_id")
-            except Exception as exc:  # noqa: BLE001 - an index is an optimisation only
-                log.warning("could not index video_id: %s", exc)
-        dim = table.schema.field("indicator").type.list_size
-        if table.count_rows() >= min_rows:
-            try:
+                done.append("index video_id")
+            if ("indicator",) not in existing and table.count_rows() >= min_rows:
+                dim = table.schema.field("indicator").type.list_size
                 config = IvfPq(distance_type="cosine", num_sub_vectors=_sub_vectors(dim))
-                table.create_index("indicator", config=config, replace=True)
-                made.append("indicator")
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not build the IVF_PQ index on indicator: %s", exc)
-        return made
+                table.create_index("indicator", config=config)
+                done.append("index indicator")
+            elif ("indicator",) in existing:
+                stats = table.index_stats(existing[("indicator",)])
+                if stats is not None and stats.num_unindexed_rows > 0:
+                    table.optimize()
+                    done.append(f"optimize ({stats.num_unindexed_rows} new rows indexed)")
+        except Exception as exc:  # noqa: BLE001 - an index is an optimisation only
+            log.warning("could not refresh the indexes of %s: %s", self.cfg.db, exc)
+        return done
 
     def count(self, table: str = MEMORIES) -> int:
         """Rows in a table of this database (0 when it does not exist)."""

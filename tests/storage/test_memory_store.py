@@ -100,12 +100,18 @@ def test_write_rejects_wrong_shapes(store, make_batch, fake):
 def test_create_indexes(store, make_batch, fake):
     records, meta = make_batch({f"v{i}": 10 for i in range(30)})
     store.write_memories(records, fake.encoder, meta)
-    assert store.create_indexes(min_rows=10_000) == ["video_id"]
-    assert store.create_indexes(min_rows=200) == ["indicator"]
+    assert store.create_indexes(min_rows=10_000) == ["index video_id"]
+    assert store.create_indexes(min_rows=200) == ["index indicator"]
     kinds = {tuple(ix.columns): ix.index_type for ix in store.table.list_indices()}
     assert kinds == {("video_id",): "BTree", ("indicator",): "IvfPq"}
     hits = store.search(records[5].indicator, None, 3, ["video_id"])
     assert hits.num_rows == 3
+    assert store.create_indexes(min_rows=200) == []  # nothing new: nothing to do
+    more, more_meta = make_batch({"late": 5})
+    store.write_memories(more, fake.encoder, more_meta)
+    assert store.create_indexes(min_rows=200) == ["optimize (5 new rows indexed)"]
+    stats = store.table.index_stats("indicator_idx")
+    assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 305
 
 
 def test_writer_lock_excludes_other_holders(local_cfg):
