@@ -47,17 +47,7 @@ def create_app(stage: QueryStage) -> FastAPI:
         result = stage.select([question])[0]
         if result.error is not None:
             raise HTTPException(status_code=400, detail=str(result.error))
-        clips = [
-            {
-                "video_id": c.video_id,
-                "uri": c.uri,
-                "clip_index": c.clip_index,
-                "t_start": c.t_start,
-                "t_end": c.t_end,
-                "score": c.score,
-            }
-            for c in result.clips
-        ]
+        clips = [clip.as_row() for clip in result.clips]
         return {"question": result.question, "clips": clips}
 
     return app

@@ -57,22 +57,42 @@ class QueryStage:
                 results[i].error = StageError("where", str(exc))
         if not filters:
             return results
-        order = sorted(filters)
-        vectors = self._embed([questions[i].question for i in order])  # (B, Q)
-        for row, i in enumerate(order):
-            k = questions[i].k or self.cfg.top_k
-            try:
-                results[i].clips = self._select_one(vectors[row], filters[i], k, with_memory)
-            except Exception as exc:  # storage errors of one question must not stop the batch
-                results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
+        vectors = self._embed([q.question for q in questions])  # (B, Q): one forward pass
+        for where, rows in self._group_by_filter(filters).items():
+            try:  # archive stage: one batched ANN search per distinct pre-filter
+                hits = self.store.search(vectors[rows], where, self.cfg.candidates, ["video_id"])
+            except Exception as exc:  # a storage error fails these questions, not the batch
+                for i in rows:
+                    results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
+                continue
+            hits = hits.sort_by([("query_index", "ascending"), ("score", "descending")])
+            found: dict[int, list[str]] = {}  # query row -> candidate videos, best hit first
+            for row, video_id in zip(
+                hits.column("query_index").to_pylist(),
+                hits.column("video_id").to_pylist(),
+                strict=True,
+            ):
+                found.setdefault(row, []).append(video_id)
+            for row, i in enumerate(rows):
+                candidates = list(dict.fromkeys(found.get(row, [])))[: self.cfg.max_videos * 2]
+                k = questions[i].k or self.cfg.top_k
+                try:
+                    results[i].clips = self._select(vectors[i], candidates, where, k, with_memory)
+                except Exception as exc:
+                    results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
         return results
 
-    def _select_one(self, q: np.ndarray, where: str, k: int, with_memory: bool):
-        hits = self.store.search(q[None], where, self.cfg.candidates, ["video_id"])
-        if hits.num_rows == 0:
+    @staticmethod
+    def _group_by_filter(filters: dict[int, str]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, where in filters.items():
+            groups.setdefault(where, []).append(i)
+        return groups
+
+    def _select(self, q: np.ndarray, candidates: list[str], where: str, k: int, with_memory: bool):
+        """Video stage over the candidate videos, then the best videos' clips (+ memories)."""
+        if not candidates:
             return []
-        candidates = list(dict.fromkeys(hits.column("video_id").to_pylist()))
-        candidates = candidates[: self.cfg.max_videos * 2]
         per_video = self._video_stage(q, candidates, where, k)
         per_video.sort(key=lambda clips: -max(c.score for c in clips))
         chosen = [clip for clips in per_video[: self.cfg.max_videos] for clip in clips]
@@ -91,6 +111,7 @@ class QueryStage:
         groups: dict[str, list[dict]] = {}
         for row in table.to_pylist():
             groups.setdefault(row["video_id"], []).append(row)
+        # the memory of the last clip in range condenses everything the question may ask about
         last_keys = [(v, max(r["clip_index"] for r in rows)) for v, rows in groups.items()]
         last_memory = self.store.fetch_memories(last_keys, self.encoder)
         with torch.inference_mode():

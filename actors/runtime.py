@@ -47,9 +47,15 @@ class BoundModel:
 
 
 def bind_model(cfg: VMemConfig) -> BoundModel:
-    """Resolve the checkpoint (building the default once) and fit the decode config to it."""
+    """Resolve the checkpoint (building the default or composed model once), fit decode to it."""
     checkpoint = resolve_checkpoint(
-        cfg.model.path, cfg.model.seed, Path(cfg.model.cache_dir).expanduser()
+        cfg.model.path,
+        cfg.model.seed,
+        Path(cfg.model.cache_dir).expanduser(),
+        vision_model=cfg.model.vision_model,
+        encoder_lm=cfg.model.encoder_lm,
+        question_model=cfg.model.question_model,
+        encoder_lm_layers=cfg.model.encoder_lm_layers,
     )
     model_cfg = VMemModelConfig.from_pretrained(checkpoint)
     image_size = model_cfg.vision().image_size

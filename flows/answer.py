@@ -91,19 +91,7 @@ def result_rows(results: list[QueryResult]) -> pa.Table:
             rows.append({**base, "error": error})
             continue
         for rank, clip in enumerate(result.clips):
-            rows.append(
-                {
-                    **base,
-                    "rank": rank,
-                    "video_id": clip.video_id,
-                    "uri": clip.uri,
-                    "clip_index": clip.clip_index,
-                    "t_start": clip.t_start,
-                    "t_end": clip.t_end,
-                    "score": clip.score,
-                    "error": None,
-                }
-            )
+            rows.append({**base, "rank": rank, **clip.as_row(), "error": None})
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
 

@@ -55,17 +55,7 @@ def print_status(console: Console, rows: list[dict], json_out: bool) -> None:
 
 
 def selection_rows(result: QueryResult) -> list[dict]:
-    return [
-        {
-            "video_id": c.video_id,
-            "uri": c.uri,
-            "clip_index": c.clip_index,
-            "t_start": c.t_start,
-            "t_end": c.t_end,
-            "score": c.score,
-        }
-        for c in result.clips
-    ]
+    return [clip.as_row() for clip in result.clips]
 
 
 def print_selection(console: Console, result: QueryResult, json_out: bool) -> None:

@@ -8,6 +8,7 @@ dicts carrying their ``model_type``, so any HF family round-trips through
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -69,6 +70,13 @@ def _as_config_dict(value: Any, default: dict[str, Any], name: str) -> dict[str,
     return out
 
 
+def _check_subfolder(value: str, name: str) -> None:
+    """A folder inside the checkpoint: relative, no '..', so the checkpoint is self-contained."""
+    parts = PurePosixPath(value).parts
+    if not parts or PurePosixPath(value).is_absolute() or ".." in parts:
+        raise ValueError(f"{name} must be a subfolder of the checkpoint, got {value!r}")
+
+
 def build_sub_config(config_dict: dict[str, Any]) -> PreTrainedConfig:
     """Rebuild an HF config object from its dict (inverse of ``to_dict``)."""
     return AutoConfig.for_model(**config_dict)
@@ -93,6 +101,9 @@ class VMemModelConfig(PreTrainedConfig):
     indicator_dim: int = 64
     # HF text-encoder config (dict with model_type) of the question encoder (byte vocabulary)
     question_config: dict | PreTrainedConfig | None = None
+    # subfolder of the checkpoint holding the HF tokenizer of a pretrained question encoder,
+    # which is then frozen (only its projection trains); None: byte tokenizer, all trainable
+    question_tokenizer: str | None = None
     # attention heads of the video-stage conditioner's cross-attention (must divide D)
     conditioner_heads: int = 2
     # per-channel RGB mean/std used to normalise frames scaled to [0, 1]
@@ -111,6 +122,8 @@ class VMemModelConfig(PreTrainedConfig):
         )
         self.image_mean = list(self.image_mean) if self.image_mean else [0.5, 0.5, 0.5]
         self.image_std = list(self.image_std) if self.image_std else [0.5, 0.5, 0.5]
+        if self.question_tokenizer is not None:
+            _check_subfolder(self.question_tokenizer, "question_tokenizer")
         for name in ("frame_tokens", "clip_frames", "memory_tokens", "indicator_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

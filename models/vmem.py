@@ -7,12 +7,13 @@ video's carried memory, so many sequential videos share one forward pass.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from models.config import VMemModelConfig
 from models.question import QuestionEncoder
@@ -42,7 +43,10 @@ class VMemModel(PreTrainedModel):
             indicator_dim=config.indicator_dim,
             init_std=config.initializer_range,
         )
-        self.question_encoder = QuestionEncoder(config.question(), config.indicator_dim)
+        pretrained_question = config.question_tokenizer is not None  # frozen, own tokenizer
+        self.question_encoder = QuestionEncoder(
+            config.question(), config.indicator_dim, pretrained=pretrained_question
+        )
         self.conditioner = VideoStageConditioner(
             config.indicator_dim, hidden, config.conditioner_heads
         )
@@ -73,7 +77,24 @@ class VMemModel(PreTrainedModel):
             for tensor in itertools.chain(model.parameters(), model.buffers()):
                 if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
                     tensor.data = tensor.data.clone()
+        subfolder = model.config.question_tokenizer
+        if subfolder is not None:  # a pretrained question encoder reads its own tokenizer
+            path = kwargs.get("pretrained_model_name_or_path", args[0] if args else None)
+            tokenizer = AutoTokenizer.from_pretrained(str(path), subfolder=subfolder)
+            model.question_encoder.set_tokenizer(tokenizer)
+            model.question_encoder.freeze()  # loading made fresh parameters
         return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
+        """HF saving, plus the question tokenizer (if any) in its subfolder of the checkpoint."""
+        subfolder = self.config.question_tokenizer
+        tokenizer = self.question_encoder.tokenizer
+        if subfolder is not None and tokenizer is None:
+            raise ValueError("the pretrained question encoder has no tokenizer to save")
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if subfolder is not None:
+            tokenizer.save_pretrained(os.path.join(save_directory, subfolder))
+        return out
 
     @property
     def memory_tokens(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_DB = "./vmem-data"
 
@@ -40,12 +40,41 @@ class DecodeConfig(_Frozen):
 
 class ModelConfig(_Frozen):
     path: str | None = Field(
-        None, description="Hugging Face checkpoint dir; None builds the tiny default model"
+        None,
+        description="VMem checkpoint dir; None builds the tiny default model, or composes one "
+        "from the parts below",
     )
-    seed: int = Field(0, description="init seed of the tiny default model")
+    vision_model: str | None = Field(
+        None, description="HF vision model dir (ViT, CLIP, SigLIP, ...): the frame encoder"
+    )
+    encoder_lm: str | None = Field(
+        None, description="HF causal LM dir (Llama, Qwen2, Phi, GPT-2, ...): the memory encoder"
+    )
+    encoder_lm_layers: int | None = Field(
+        None, ge=1, description="keep only the LM's first N layers (paper: 16 of Phi-2)"
+    )
+    question_model: str | None = Field(
+        None,
+        description="HF sentence encoder dir (BERT family, e.g. all-MiniLM-L6-v2), used frozen "
+        "with its own tokenizer",
+    )
+    seed: int = Field(0, description="init seed of the tiny default model and composed layers")
     cache_dir: str = Field(
-        "~/.cache/vmem/models", description="where the default model is materialised once"
+        "~/.cache/vmem/models",
+        description="where the default (or composed) model is materialised once",
     )
+
+    @model_validator(mode="after")
+    def _path_or_parts(self) -> ModelConfig:
+        parts = (self.vision_model, self.encoder_lm, self.question_model, self.encoder_lm_layers)
+        if self.path is not None and any(part is not None for part in parts):
+            raise ValueError(
+                "model.path is a whole VMem checkpoint, while vision_model / encoder_lm / "
+                "question_model compose one: give one or the other"
+            )
+        if self.encoder_lm_layers is not None and self.encoder_lm is None:
+            raise ValueError("encoder_lm_layers keeps the first layers of encoder_lm: give both")
+        return self
 
 
 class EncodeConfig(_Frozen):

@@ -127,6 +127,17 @@ class SelectedClip:
     score: float
     memory: np.ndarray | None = None  # (M, D) float32 tokens for the answering model
 
+    def as_row(self) -> dict:
+        """The clip as a plain row (no memory tokens), for tables, JSON and Parquet."""
+        return {
+            "video_id": self.video_id,
+            "uri": self.uri,
+            "clip_index": self.clip_index,
+            "t_start": self.t_start,
+            "t_end": self.t_end,
+            "score": self.score,
+        }
+
 
 @dataclass
 class QueryResult:

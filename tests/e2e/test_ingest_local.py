@@ -220,3 +220,28 @@ def test_http_api_serves_sql_and_questions_with_clear_400s(ingested):
     bad_filter = client.post("/ask", json={"question": "x", "where": "nope > 1"})
     assert bad_filter.status_code == 400 and "nope" in bad_filter.json()["detail"]
     assert client.post("/ask", json={"question": ""}).status_code == 422
+
+
+def test_batched_selection_equals_one_question_at_a_time(ingested):
+    from actors.query import QueryStage
+    from actors.runtime import bind_model
+    from schemas.records import Question
+
+    cfg, _ = ingested
+    bound = bind_model(cfg)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    questions = [
+        Question(question="a bunny"),
+        Question(question="bikes", where="t_start >= 16", k=1),
+        Question(question="a phone call"),
+        Question(question="broken", where="nope = 1"),
+    ]
+    together = stage.select(questions)
+    alone = [stage.select([q])[0] for q in questions]
+    for a, b in zip(together, alone, strict=True):
+        assert [(c.video_id, c.clip_index) for c in a.clips] == [
+            (c.video_id, c.clip_index) for c in b.clips
+        ]
+        assert [c.score for c in a.clips] == pytest.approx([c.score for c in b.clips], abs=1e-5)
+        assert (a.error is None) == (b.error is None)
+    assert together[0].clips and together[3].error is not None
