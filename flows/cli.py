@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
 
 import typer  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from flows import views  # noqa: E402
@@ -31,16 +32,58 @@ DbOpt = Annotated[
     typer.Option("--db", help="LanceDB URI (folder or s3://); default $VMEM_DB or ./vmem-data"),
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON config file")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="model checkpoint directory")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="VMem checkpoint directory")]
+# pretrained parts composed into a VMem model (instead of --model); see README "Real checkpoints"
+VisionOpt = Annotated[
+    str | None, typer.Option("--vision-model", help="HF vision model dir (ViT, CLIP, SigLIP)")
+]
+EncoderLmOpt = Annotated[
+    str | None, typer.Option("--encoder-lm", help="HF causal LM dir: the memory encoder")
+]
+LayersOpt = Annotated[
+    int | None,
+    typer.Option("--encoder-lm-layers", min=1, help="keep the LM's first N layers (paper: 16)"),
+]
+QuestionModelOpt = Annotated[
+    str | None,
+    typer.Option("--question-model", help="HF sentence encoder dir (e.g. all-MiniLM-L6-v2)"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
 
 
-def _config(config: Path | None, db: str | None, model: str | None = None) -> VMemConfig:
+def _config(
+    config: Path | None,
+    db: str | None,
+    model: str | None = None,
+    vision_model: str | None = None,
+    encoder_lm: str | None = None,
+    encoder_lm_layers: int | None = None,
+    question_model: str | None = None,
+) -> VMemConfig:
+    """The config file (or the defaults) with the command line's overrides."""
+    overrides = {
+        "path": model,
+        "vision_model": vision_model,
+        "encoder_lm": encoder_lm,
+        "encoder_lm_layers": encoder_lm_layers,
+        "question_model": question_model,
+    }
     try:
-        cfg = load_config(config)
+        return load_config(config).with_overrides(storage={"db": db}, model=overrides)
     except ConfigError as exc:
         _fail(str(exc))
-    return cfg.with_overrides(storage={"db": db}, model={"path": model})
+    except ValidationError as exc:
+        _fail("; ".join(error["msg"] for error in exc.errors()))
+
+
+def _bind(cfg: VMemConfig):
+    """The run's model (composed and cached on first use), or a clear error."""
+    from actors.runtime import bind_model
+
+    try:
+        return bind_model(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str, code: int = 2):
@@ -54,13 +97,18 @@ def ingest(
     db: DbOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
+    vision_model: VisionOpt = None,
+    encoder_lm: EncoderLmOpt = None,
+    encoder_lm_layers: LayersOpt = None,
+    question_model: QuestionModelOpt = None,
     retry_failed: Annotated[bool, typer.Option(help="retry videos that failed before")] = False,
 ):
     """Decode and encode every new or changed video of SOURCE into memories."""
     from flows.ingest import ingest_flow
     from storage.archive import ArchiveError
 
-    cfg = _config(config, db, model)
+    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
     try:
         report = ingest_flow(source, cfg, retry_failed)
     except ArchiveError as exc:
@@ -85,17 +133,20 @@ def ask(
     db: DbOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
+    vision_model: VisionOpt = None,
+    encoder_lm: EncoderLmOpt = None,
+    encoder_lm_layers: LayersOpt = None,
+    question_model: QuestionModelOpt = None,
     where: Annotated[str | None, typer.Option(help="SQL predicate pre-filter")] = None,
     k: Annotated[int | None, typer.Option("-k", help="clips selected per video")] = None,
     json_out: JsonOpt = False,
 ):
     """The memories selected for one question, in time order per video."""
     from actors.query import QueryStage
-    from actors.runtime import bind_model
     from schemas.records import Question
 
-    cfg = _config(config, db, model)
-    bound = bind_model(cfg)
+    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    bound = _bind(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     result = stage.select([Question(question=question, where=where, k=k)])[0]
     if result.error is not None:
@@ -110,11 +161,16 @@ def answer(
     db: DbOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
+    vision_model: VisionOpt = None,
+    encoder_lm: EncoderLmOpt = None,
+    encoder_lm_layers: LayersOpt = None,
+    question_model: QuestionModelOpt = None,
 ):
     """Answer a bulk batch of questions on the query actor pool; write Parquet."""
     from flows.answer import QuestionFileError, answer_flow
 
-    cfg = _config(config, db, model)
+    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
     try:
         report = answer_flow(str(questions), str(output), cfg)
     except QuestionFileError as exc:
@@ -131,15 +187,18 @@ def sql(
     db: DbOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
+    vision_model: VisionOpt = None,
+    encoder_lm: EncoderLmOpt = None,
+    encoder_lm_layers: LayersOpt = None,
+    question_model: QuestionModelOpt = None,
     json_out: JsonOpt = False,
 ):
     """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
     from actors.query import QueryStage
-    from actors.runtime import bind_model
     from storage.sql import SqlError
 
-    cfg = _config(config, db, model)
-    bound = bind_model(cfg)
+    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    bound = _bind(cfg)
     try:
         table = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query).sql(statement)
     except SqlError as exc:
@@ -152,6 +211,10 @@ def serve(
     db: DbOpt = None,
     config: ConfigOpt = None,
     model: ModelOpt = None,
+    vision_model: VisionOpt = None,
+    encoder_lm: EncoderLmOpt = None,
+    encoder_lm_layers: LayersOpt = None,
+    question_model: QuestionModelOpt = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
 ):
@@ -160,10 +223,9 @@ def serve(
 
     from actors.api import create_app
     from actors.query import QueryStage
-    from actors.runtime import bind_model
 
-    cfg = _config(config, db, model)
-    bound = bind_model(cfg)
+    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    bound = _bind(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     uvicorn.run(create_app(stage), host=host, port=port, log_level="warning")
 

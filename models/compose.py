@@ -170,6 +170,16 @@ def compose_model(
     return model.eval()
 
 
+def _group(key: str) -> str:
+    """A checkpoint key's group for the report: up to its first layer index (``model.layers.7``),
+    else its first segment (``lm_head``)."""
+    segments = key.split(".")
+    for i, segment in enumerate(segments):
+        if segment.isdigit():
+            return ".".join(segments[: i + 1])
+    return segments[0]
+
+
 @contextlib.contextmanager
 def _quiet_hf() -> Iterator[None]:
     """HF prints its own load report; VMem raises or logs a shorter one instead."""
@@ -203,7 +213,7 @@ def load_part(target: nn.Module, path: str | Path, config: PreTrainedConfig, rol
             f"checkpoint (or have other shapes), e.g. {missing[:5]}"
         )
     target.load_state_dict(source.state_dict(), strict=True)
-    unused = Counter(key.split(".")[0] for key in info["unexpected_keys"])
+    unused = Counter(_group(key) for key in info["unexpected_keys"])
     if unused:
         summary = ", ".join(f"{prefix} ({n})" for prefix, n in sorted(unused.items()))
         logger.info("%s %s: checkpoint tensors VMem does not use: %s", role, path, summary)
