@@ -231,6 +231,39 @@ def serve(
 
 
 @app.command()
+def train(
+    output: Annotated[Path, typer.Option("-o", "--output", help="checkpoint directory")] = Path(
+        "vmem-trained"
+    ),
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML/JSON training config (TrainConfig)")
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="VMem checkpoint to fine-tune")] = None,
+    steps: Annotated[int | None, typer.Option(help="training steps")] = None,
+    smoke: Annotated[bool, typer.Option(help="the tiny smoke config (under a minute)")] = False,
+):
+    """Train the memory model on the procedural video world; writes an HF checkpoint."""
+    import yaml
+    from pydantic import ValidationError
+
+    from flows.train import TrainConfig, train_flow
+
+    overrides = {"out_dir": str(output), "base": base, "steps": steps}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        raw = yaml.safe_load(config.read_text()) if config else {}
+        cfg = (
+            TrainConfig.smoke(**{**raw, **overrides})
+            if smoke
+            else TrainConfig.model_validate({**(raw or {}), **overrides})
+        )
+    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
+        _fail(f"invalid training config: {exc}")
+    checkpoint = train_flow(cfg)
+    console.print(f"trained checkpoint: {checkpoint} (use it with --model {checkpoint})")
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the sample archive is written")] = Path(
         "vmem-demo"

@@ -1,0 +1,151 @@
+"""Training examples from procedural worlds: clips of rendered frames, questions, targets.
+
+Frames are rendered directly (no mp4) at the model's image size and sampled as ingest
+samples them: frame k at t = k / fps, grouped into clips of T frames, the short last clip
+padded by repeating its last frame. A clip is a positive for a question when its time range
+overlaps one of the question's evidence ranges.
+
+Localisation answers are time ranges in seconds ("37-45"). The answerer reads memories,
+not timestamps, so the target is rewritten as the first and last clip indices that overlap
+the evidence ("2 - 2"): a few digits drawn from the clip-time codes the answerer gets with
+each selected clip, and exactly what the selection must find. ``clips_to_seconds`` maps
+it back to a time range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from flows.world import make_world
+from flows.world_questions import QA, make_questions, tokenize_answer
+from flows.world_render import render_frame
+
+
+@dataclass
+class VideoExample:
+    """One world, ready to train on."""
+
+    seed: int
+    duration_s: float
+    frames: np.ndarray  # (N, T, S, S, 3) uint8
+    questions: list[str]
+    answers: list[list[str]]  # answer words per question (the answerer's targets)
+    positives: np.ndarray  # (n_questions, N) bool
+    qtypes: list[str]
+
+    @property
+    def n_clips(self) -> int:
+        return self.frames.shape[0]
+
+
+def clip_ranges(duration_s: float, n_clips: int, clip_frames: int, fps: float) -> np.ndarray:
+    """[t_start, t_end) of each clip: (N, 2) seconds, the last one ending at the duration."""
+    starts = np.arange(n_clips) * clip_frames / fps
+    ends = np.minimum(starts + clip_frames / fps, duration_s)
+    return np.stack([starts, ends], axis=1)
+
+
+def render_clips(world, clip_frames: int, image_size: int, fps: float = 1.0) -> np.ndarray:
+    """Frames at k / fps grouped into clips, the last padded: (N, T, S, S, 3) uint8."""
+    n_frames = max(1, math.ceil(world.duration_s * fps - 1e-9))
+    frames = [render_frame(world, k / fps, (image_size, image_size)) for k in range(n_frames)]
+    n_clips = math.ceil(n_frames / clip_frames)
+    frames += [frames[-1]] * (n_clips * clip_frames - n_frames)
+    return np.stack(frames).reshape(n_clips, clip_frames, image_size, image_size, 3)
+
+
+def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
+    """(N,) bool: clips overlapping any evidence range."""
+    mask = np.zeros(len(ranges), dtype=bool)
+    for t0, t1 in qa.evidence:
+        mask |= (ranges[:, 0] < t1) & (ranges[:, 1] > t0)
+    return mask
+
+
+def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
+    """The answerer's target: clip indices for localisation, the answer's words otherwise."""
+    if qa.qtype == "localisation":
+        clips = np.flatnonzero(positives)
+        return [*str(clips[0]), "-", *str(clips[-1])]
+    return tokenize_answer(qa.answer)
+
+
+def clips_to_seconds(answer: str, clip_frames: int, fps: float = 1.0) -> str | None:
+    """A localisation answer ("2 - 3") back to seconds ("32-64"); None when malformed."""
+    parts = answer.replace(" ", "").split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    first, last = int(parts[0]), int(parts[1])
+    seconds = clip_frames / fps
+    return f"{int(first * seconds)}-{int((last + 1) * seconds)}"
+
+
+def build_example(
+    seed: int,
+    duration_s: float,
+    clip_frames: int,
+    image_size: int,
+    fps: float = 1.0,
+    per_type: int = 4,
+) -> VideoExample:
+    """The world of ``seed`` (``duration_s`` long), its clips, questions and targets."""
+    world = make_world(seed, duration_s)
+    frames = render_clips(world, clip_frames, image_size, fps)
+    ranges = clip_ranges(world.duration_s, len(frames), clip_frames, fps)
+    qas = make_questions(world, seed, per_type=per_type)
+    masks = [evidence_mask(qa, ranges) for qa in qas]
+    return VideoExample(
+        seed=seed,
+        duration_s=world.duration_s,
+        frames=frames,
+        questions=[qa.question for qa in qas],
+        answers=[answer_words(qa, m) for qa, m in zip(qas, masks, strict=True)],
+        positives=np.stack(masks) if masks else np.zeros((0, len(frames)), dtype=bool),
+        qtypes=[qa.qtype for qa in qas],
+    )
+
+
+def duration_for(seed: int, durations: tuple[float, ...]) -> float:
+    """Durations cycle over seeds, so every duration group gets examples."""
+    return float(durations[seed % len(durations)])
+
+
+def build_examples(
+    seeds: list[int],
+    durations: tuple[float, ...],
+    clip_frames: int,
+    image_size: int,
+    per_type: int = 4,
+) -> list[VideoExample]:
+    """One example per seed (worlds without questions are dropped)."""
+    out = []
+    for seed in seeds:
+        ex = build_example(
+            seed, duration_for(seed, durations), clip_frames, image_size, 1.0, per_type
+        )
+        if ex.questions:
+            out.append(ex)
+    return out
+
+
+def group_by_clips(examples: list[VideoExample]) -> dict[int, list[VideoExample]]:
+    """Examples with the same clip count stack into one batch of videos."""
+    groups: dict[int, list[VideoExample]] = defaultdict(list)
+    for ex in examples:
+        groups[ex.n_clips].append(ex)
+    return dict(groups)
+
+
+def sample_batch(
+    groups: dict[int, list[VideoExample]], videos: int, rng: np.random.Generator
+) -> list[VideoExample]:
+    """Up to ``videos`` examples of one clip count, the group drawn by its size."""
+    keys = sorted(groups)
+    sizes = np.array([len(groups[k]) for k in keys], dtype=float)
+    group = groups[keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]]
+    pick = rng.choice(len(group), size=min(videos, len(group)), replace=False)
+    return [group[i] for i in pick]

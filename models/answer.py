@@ -1,0 +1,207 @@
+"""The answering LM: reads exactly K x M selected memory tokens plus the question, writes words.
+
+VideoStreaming's answerer sees a constant budget of K x M memory tokens whatever the video's
+length. Here it is a small HF causal LM over a word-level answer vocabulary (given by the
+caller, so models/ never imports the data code): the sequence is
+``[K*M projected memories (+ clip-time code), question tokens, BOS, answer words, EOS]``
+and only the answer positions carry a loss. A separate ``PreTrainedModel``, saved in the
+``answerer/`` subfolder of a VMem checkpoint, so the encoder's checkpoint stays as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+
+from models.config import _as_config_dict, build_sub_config
+from models.hf import base_model_from_config
+
+SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2; the answer words follow
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+DEFAULT_ANSWER_LM: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 32,  # unused: the LM reads inputs_embeds; the output head is our own
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 256,
+    "bos_token_id": BOS_ID,
+    "eos_token_id": EOS_ID,
+    "pad_token_id": PAD_ID,
+}
+
+
+class AnswererConfig(PreTrainedConfig):
+    """Hyper-parameters of the memory-reading answerer."""
+
+    model_type = "vmem-answerer"
+
+    # HF causal-LM config (dict with model_type) of the answering LM
+    lm_config: dict | PreTrainedConfig | None = None
+    # D: width of the memory tokens (the streaming encoder's hidden size)
+    memory_dim: int = 64
+    # K: clips selected per question
+    k: int = 4
+    # M: memory tokens per clip
+    memory_tokens: int = 8
+    # E: width of the question embedding given to the answerer
+    question_dim: int = 64
+    # question embedding is projected to this many LM tokens
+    question_tokens: int = 2
+    # the answer words (special tokens are added in front of them)
+    vocab: list[str] | None = None
+    # longest answer in words (EOS excluded)
+    max_answer_tokens: int = 8
+    # std of the normal init of the answerer's own layers
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        self.lm_config = _as_config_dict(self.lm_config, DEFAULT_ANSWER_LM, "lm_config")
+        self.vocab = list(self.vocab or [])
+        if len(set(self.vocab)) != len(self.vocab) or set(self.vocab) & set(SPECIALS):
+            raise ValueError("vocab words must be unique and not special tokens")
+        for name in ("memory_dim", "k", "memory_tokens", "question_dim", "max_answer_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__(**kwargs)
+
+    def lm(self) -> PreTrainedConfig:
+        return build_sub_config(self.lm_config)
+
+    @property
+    def tokens(self) -> list[str]:
+        """Every output token: specials, then the answer words."""
+        return [*SPECIALS, *self.vocab]
+
+
+def clip_time_code(clip_index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal code of clip indices: (B, K) -> (B, K, dim); index -1 (padding) gets zeros.
+
+    It tells the answerer WHEN each selected memory was, which localisation answers need.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=clip_index.device) / half)
+    angles = clip_index.clamp_min(0).float().unsqueeze(-1) * freqs  # (B, K, half)
+    code = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (B, K, 2*half)
+    code = F.pad(code, (0, dim - 2 * half))
+    return code * (clip_index >= 0).unsqueeze(-1).float()
+
+
+class MemoryAnswerer(PreTrainedModel):
+    """(K*M memories, question embedding) -> answer words (teacher-forced CE, greedy decode)."""
+
+    config_class = AnswererConfig
+    base_model_prefix = "answerer"
+    main_input_name = "memories"
+
+    def __init__(self, config: AnswererConfig) -> None:
+        super().__init__(config)
+        lm_config = config.lm()
+        hidden = lm_config.hidden_size  # H
+        self.lm = base_model_from_config(lm_config)
+        self.memory_in = nn.Linear(config.memory_dim, hidden)
+        self.time_in = nn.Linear(config.memory_dim, hidden)
+        self.question_in = nn.Linear(config.question_dim, config.question_tokens * hidden)
+        self.token_embed = nn.Embedding(len(config.tokens), hidden)
+        self.head = nn.Linear(hidden, len(config.tokens))
+        self.post_init()
+
+    # -- tokens ---------------------------------------------------------------------------
+    def encode_answers(self, answers: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Word lists -> (B, L) ids ``words + EOS``, PAD after; L = max_answer_tokens + 1."""
+        index = {w: i for i, w in enumerate(self.config.tokens)}
+        length = self.config.max_answer_tokens + 1
+        ids = torch.full((len(answers), length), PAD_ID, dtype=torch.long)
+        for row, words in enumerate(answers):
+            unknown = [w for w in words if w not in index]
+            if unknown or len(words) > self.config.max_answer_tokens:
+                raise ValueError(f"answer {list(words)} has unknown words or is too long")
+            ids[row, : len(words) + 1] = torch.tensor([index[w] for w in words] + [EOS_ID])
+        return ids
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """Ids up to EOS -> the answer string (words joined by spaces)."""
+        words = []
+        for i in ids:
+            if i == EOS_ID:
+                break
+            if i >= len(SPECIALS):
+                words.append(self.config.tokens[i])
+        return " ".join(words)
+
+    # -- model ----------------------------------------------------------------------------
+    def prefix(
+        self,
+        memories: torch.Tensor,
+        question_emb: torch.Tensor,
+        clip_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K*M, D), (B, E), (B, K) -> prefix embeddings (B, K*M+Qt, H), mask (B, K*M+Qt)."""
+        cfg = self.config
+        batch = memories.shape[0]
+        expected = (batch, cfg.k * cfg.memory_tokens, cfg.memory_dim)
+        assert tuple(memories.shape) == expected, (
+            f"the answerer reads exactly K*M memory tokens: {expected}, got {tuple(memories.shape)}"
+        )
+        if clip_index is None:
+            clip_index = torch.arange(cfg.k, device=memories.device).expand(batch, -1)
+        mem = self.memory_in(memories.to(self.memory_in.weight.dtype))  # (B, K*M, H)
+        time = self.time_in(clip_time_code(clip_index, cfg.memory_dim))  # (B, K, H)
+        mem = mem + time.repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M, H)
+        question = self.question_in(question_emb.to(mem.dtype)).view(batch, cfg.question_tokens, -1)
+        valid = (clip_index >= 0).repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M)
+        mask = torch.cat([valid, valid.new_ones(batch, cfg.question_tokens)], dim=1)
+        return torch.cat([mem, question], dim=1), mask.long()
+
+    def logits(self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""
+        bos = ids.new_full((ids.shape[0], 1), BOS_ID)
+        tokens = self.token_embed(torch.cat([bos, ids], dim=1))  # (B, 1+L, H)
+        full_mask = torch.cat([mask, mask.new_ones(ids.shape[0], tokens.shape[1])], dim=1)
+        sequence = torch.cat([prefix, tokens], dim=1)
+        hidden = self.lm(inputs_embeds=sequence, attention_mask=full_mask, use_cache=False)
+        return self.head(hidden.last_hidden_state[:, prefix.shape[1] :])  # (B, 1+L, V)
+
+    def forward(
+        self,
+        memories: torch.Tensor,
+        question_emb: torch.Tensor,
+        answer_ids: torch.Tensor,
+        clip_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Teacher-forced mean CE over answer words and EOS (PAD ignored): a scalar."""
+        prefix, mask = self.prefix(memories, question_emb, clip_index)
+        logits = self.logits(prefix, mask, answer_ids[:, :-1])  # predicts answer_ids
+        targets = answer_ids.masked_fill(answer_ids == PAD_ID, -100)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate_answers(
+        self,
+        memories: torch.Tensor,
+        question_emb: torch.Tensor,
+        clip_index: torch.Tensor | None = None,
+    ) -> list[str]:
+        """Greedy decoding, at most max_answer_tokens words: one string per row."""
+        prefix, mask = self.prefix(memories, question_emb, clip_index)
+        ids = prefix.new_zeros((prefix.shape[0], 0), dtype=torch.long)
+        for _ in range(self.config.max_answer_tokens + 1):
+            logits = self.logits(prefix, mask, ids)[:, -1]  # (B, V)
+            logits[:, [PAD_ID, BOS_ID]] = float("-inf")
+            ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
+            if (ids == EOS_ID).any(dim=1).all():
+                break
+        return [self.decode_ids(row.tolist()) for row in ids]
+
+
+AutoConfig.register(AnswererConfig.model_type, AnswererConfig, exist_ok=True)
+AutoModel.register(AnswererConfig, MemoryAnswerer, exist_ok=True)

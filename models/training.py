@@ -1,0 +1,178 @@
+"""Training helpers (pure torch): streaming a whole video with carried memory, the
+question<->indicator alignment loss, and the K-clip selection the answerer reads.
+
+Encoding a video for training chains its clips exactly as ingest does (clip t reads the
+memory of clip t-1), but keeps the graph, so the answer loss teaches clip t's encoder what
+later clips need to remember. ``detach_every`` truncates that backpropagation through time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from models.select import gumbel_topk, topk_select
+
+
+def encode_video_clips(
+    model,
+    frames: torch.Tensor,
+    reset_every_clip: bool = False,
+    detach_every: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stream clips with carried memory.
+
+    (N, T, H, W, 3) uint8 -> memories (N, M, D), indicators (N, Q); or a batch of videos
+    with the same clip count (B, N, T, H, W, 3) -> (B, N, M, D), (B, N, Q). The vision
+    backbone runs once over all frames; only the streaming LM is sequential.
+    ``reset_every_clip`` encodes every clip from the initial memory (an ablation);
+    ``detach_every`` cuts the gradient through the carried memory every that many clips.
+    """
+    single = frames.ndim == 5
+    if single:
+        frames = frames.unsqueeze(0)
+    batch, n_clips, clip_frames = frames.shape[:3]
+    tokens = model.vision(frames.flatten(0, 2))  # (B*N*T, P, D)
+    tokens = tokens.reshape(batch, n_clips, -1, tokens.shape[-1])  # (B, N, T*P, D)
+    start = model.streaming.initial_memory(batch).to(tokens.dtype)  # (B, M, D)
+    memory, memories, indicators = start, [], []
+    for t in range(n_clips):
+        if reset_every_clip:
+            memory = start
+        elif detach_every and t > 0 and t % detach_every == 0:
+            memory = memory.detach()
+        memory, indicator = model.streaming(tokens[:, t], memory)  # (B, M, D), (B, Q)
+        memories.append(memory)
+        indicators.append(indicator)
+    memories_t = torch.stack(memories, dim=1)  # (B, N, M, D)
+    indicators_t = torch.stack(indicators, dim=1)  # (B, N, Q)
+    if single:
+        return memories_t[0], indicators_t[0]
+    return memories_t, indicators_t
+
+
+def alignment_loss(
+    questions: torch.Tensor,
+    indicators: torch.Tensor,
+    positives: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """InfoNCE of each question against the clips of its own video.
+
+    questions (B, Q) unit, indicators (B, N, Q) unit (row b: the video of question b),
+    positives (B, N) bool (the clips overlapping the evidence). The loss is
+    -log(sum_pos exp(s/t) / sum_all exp(s/t)); rows without a positive clip (e.g. a count
+    of zero) or whose every clip is positive carry no signal and are skipped. A scalar
+    (0 with a graph when no row counts).
+    """
+    positives = positives.bool()
+    logits = torch.einsum("bq,bnq->bn", questions, indicators) / temperature  # (B, N)
+    rows = positives.any(dim=1) & ~positives.all(dim=1)
+    if not rows.any():
+        return logits.sum() * 0.0
+    logits, positives = logits[rows], positives[rows]
+    pos = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
+    return (logits.logsumexp(dim=1) - pos).mean()
+
+
+def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
+    """Cosine fit of each question to each clip of its video: (B, Q), (B, N, Q) -> (B, N)."""
+    return torch.einsum("bq,bnq->bn", questions, indicators)
+
+
+def select_memories(
+    questions: torch.Tensor,
+    indicators: torch.Tensor,
+    memories: torch.Tensor,
+    k: int,
+    training: bool,
+    temperature: float = 0.1,
+    tau: float = 1.0,
+    bias: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K clips that fit each question best, in time order, as K*M tokens.
+
+    questions (B, Q), indicators (B, N, Q), memories (B, N, M, D) ->
+    tokens (B, K*M, D) and clip indices (B, K) (-1 and zero tokens for slots a video
+    shorter than K clips cannot fill). Training: Gumbel-TopK over scores/temperature with
+    straight-through weights, so the answer loss reaches the indicators; ``bias`` (B, N) is
+    added to the scores first (e.g. to force evidence clips in). Inference: plain TopK.
+    """
+    batch, n_clips, m_tokens, dim = memories.shape
+    scores = clip_scores(questions, indicators) / temperature  # (B, N)
+    if bias is not None:
+        scores = scores + bias
+    flat = memories.flatten(2)  # (B, N, M*D)
+    take = min(k, n_clips)
+    if training:
+        index, weights = gumbel_topk(scores, take, tau=tau, generator=generator)
+        chosen = weights.to(flat.dtype) @ flat  # (B, take, M*D), one-hot forward
+    else:
+        index = topk_select(scores, take)  # (B, take)
+        chosen = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    if take < k:  # pad to the constant budget
+        chosen = F.pad(chosen, (0, 0, 0, k - take))
+        index = F.pad(index, (0, k - take), value=-1)
+    return chosen.reshape(batch, k * m_tokens, dim), index
+
+
+def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
+    """Share of questions (with >= 1 positive clip) that have a positive among their top K."""
+    positives = positives.bool()
+    rows = positives.any(dim=1)
+    if not rows.any():
+        return float("nan")
+    top = scores[rows].topk(min(k, scores.shape[1]), dim=1).indices
+    return positives[rows].gather(1, top).any(dim=1).float().mean().item()
+
+
+def question_inputs(model, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of the question encoder: unit embeddings (B, Q) and its pooled text (B, H).
+
+    The pooled text (before the projection into the indicator space) is what the answerer
+    reads: it keeps what the question asks, not only where to look.
+    """
+    encoder = model.question_encoder
+    pooled = encoder.embed(questions)  # (B, H)
+    unit = F.normalize(encoder.proj(pooled.to(encoder.proj.weight.dtype)), dim=-1)  # (B, Q)
+    return unit, pooled
+
+
+def training_losses(
+    model,
+    answerer,
+    frames: torch.Tensor,
+    questions: list[str],
+    video_of: torch.Tensor,
+    positives: torch.Tensor,
+    answer_ids: torch.Tensor,
+    *,
+    k: int,
+    temperature: float = 0.1,
+    tau: float = 1.0,
+    detach_every: int | None = None,
+    oracle: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Losses of one step over B videos with the same clip count and their questions.
+
+    frames (B, N, T, H, W, 3) uint8; questions: Bq texts; video_of (Bq,) video row of each;
+    positives (Bq, N) bool evidence clips; answer_ids (Bq, L); oracle (Bq,) bool: rows whose
+    evidence clips are forced into the selection (helps the answerer learn before the
+    selector does). Returns ``answer`` (CE), ``align`` (InfoNCE of the archive-stage and
+    the video-conditioned question) and ``loss`` = answer + align.
+    """
+    memories, indicators = encode_video_clips(model, frames, detach_every=detach_every)
+    q_raw, pooled = question_inputs(model, questions)  # (Bq, Q), (Bq, H)
+    mem_q, ind_q = memories[video_of], indicators[video_of]  # (Bq, N, M, D), (Bq, N, Q)
+    q_cond = model.condition_questions(q_raw, mem_q[:, -1])  # (Bq, Q)
+    align = alignment_loss(q_raw, ind_q, positives, temperature)
+    align = align + alignment_loss(q_cond, ind_q, positives, temperature)
+    bias = None
+    if oracle is not None:
+        bias = (positives & oracle.view(-1, 1)).to(q_cond.dtype) * 1e3  # (Bq, N)
+    tokens, index = select_memories(
+        q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
+    )
+    answer = answerer(tokens, pooled, answer_ids, clip_index=index)
+    return {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}

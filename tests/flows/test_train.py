@@ -1,0 +1,112 @@
+"""The training flow end to end (smoke preset) and the training data it builds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flows.train import ANSWERER_DIR, TrainConfig, random_recall, train_flow
+from flows.train_data import (
+    build_example,
+    clip_ranges,
+    clips_to_seconds,
+    evidence_mask,
+    render_clips,
+)
+from flows.world import make_world
+from flows.world_questions import answer_vocabulary, make_questions
+from models.answer import MemoryAnswerer
+from models.vmem import VMemModel
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A throwaway Prefect API (the flow runs as a real Prefect flow)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect")))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
+@pytest.fixture(scope="module")
+def smoke_run(prefect_api, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("ckpt") / "smoke"
+    return train_flow(TrainConfig.smoke(str(out)))
+
+
+def test_clips_are_padded_like_the_decode_stage():
+    world = make_world(5, 40)
+    clips = render_clips(world, clip_frames=16, image_size=32)
+    assert clips.shape == (3, 16, 32, 32, 3) and clips.dtype == np.uint8
+    assert np.array_equal(clips[2, 8], clips[2, 15])  # frames 40..47 repeat frame 39
+    assert clip_ranges(40, 3, 16, 1.0).tolist() == [[0, 16], [16, 32], [32, 40]]
+
+
+def test_example_targets_fit_the_answerer_vocabulary():
+    ex = build_example(7, 120, clip_frames=16, image_size=32)
+    assert ex.frames.shape[:2] == (8, 16)
+    assert ex.positives.shape == (len(ex.questions), 8)
+    words = set(answer_vocabulary())
+    assert all(set(a) <= words and 0 < len(a) <= 8 for a in ex.answers)
+    qas = make_questions(make_world(7, 120), 7)
+    for qa, answer, pos in zip(qas, ex.answers, ex.positives, strict=True):
+        assert np.array_equal(pos, evidence_mask(qa, clip_ranges(120, 8, 16, 1.0)))
+        if qa.qtype == "localisation":  # clip indices that cover the evidence seconds
+            seconds = clips_to_seconds(" ".join(answer), 16)
+            lo, hi = (int(v) for v in seconds.split("-"))
+            t0, t1 = qa.evidence[0]
+            assert lo <= t0 and t1 <= hi and pos.any()
+
+
+def test_random_recall_baseline():
+    positives = np.array([[True, False, False, False], [False, False, False, False]])
+    assert random_recall(positives, 2) == pytest.approx(0.5)
+
+
+def test_config_is_frozen():
+    cfg = TrainConfig.smoke("x")
+    with pytest.raises(ValueError):
+        cfg.steps = 3  # type: ignore[misc]
+
+
+def test_smoke_run_writes_a_loadable_checkpoint(smoke_run):
+    out = smoke_run
+    from pathlib import Path
+
+    folder = Path(out)
+    for name in ("config.json", "model.safetensors", "train_config.json", "data_seeds.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / ANSWERER_DIR / "config.json").is_file()
+    assert (folder / ANSWERER_DIR / "model.safetensors").is_file()
+    cfg = TrainConfig.model_validate_json((folder / "train_config.json").read_text())
+    seeds = json.loads((folder / "data_seeds.json").read_text())
+    assert seeds["eval"] == cfg.eval_seeds and set(seeds["train"]) <= set(cfg.train_seeds)
+
+    model = VMemModel.from_pretrained(str(folder)).eval()
+    answerer = MemoryAnswerer.from_pretrained(str(folder / ANSWERER_DIR)).eval()
+    assert answerer.config.k == cfg.k
+    assert answerer.config.k * answerer.config.memory_tokens == cfg.k * model.memory_tokens
+    with torch.no_grad():
+        memory, indicator = model.encode_clips(torch.zeros(1, 16, 64, 64, 3, dtype=torch.uint8))
+        pooled = model.question_encoder.embed(["How many times does a red circle appear?"])
+        tokens = memory.repeat(1, cfg.k, 1)  # (1, K*M, D)
+        answers = answerer.generate_answers(tokens, pooled)
+    assert len(answers) == 1 and torch.isfinite(indicator).all()
+
+
+def test_smoke_run_loss_goes_down(smoke_run):
+    from pathlib import Path
+
+    history = json.loads((Path(smoke_run) / "train_log.json").read_text())
+    losses = np.array([row["loss"] for row in history])
+    fifth = max(1, len(losses) // 5)
+    assert len(losses) == TrainConfig.smoke("x").steps
+    assert losses[-fifth:].mean() < losses[:fifth].mean()
+    metrics = json.loads((Path(smoke_run) / "metrics.json").read_text())
+    assert {"recall_cond", "recall_random", "accuracy_counting"} <= set(metrics)

@@ -1,0 +1,131 @@
+"""The memory answerer: shapes, the K*M budget, HF round trip, and that it can learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.answer import EOS_ID, AnswererConfig, MemoryAnswerer, clip_time_code
+from models.training import alignment_loss, encode_video_clips, select_memories
+
+VOCAB = ["red", "blue", "circle", "square", "0", "1", "2", "-"]
+
+
+def make_answerer(seed: int = 0, **overrides) -> MemoryAnswerer:
+    fields = dict(vocab=VOCAB, k=2, memory_tokens=3, memory_dim=16, question_dim=8)
+    torch.manual_seed(seed)
+    return MemoryAnswerer(AnswererConfig(**{**fields, **overrides}))
+
+
+def test_encode_answers_appends_eos_and_pads():
+    answerer = make_answerer()
+    ids = answerer.encode_answers([["red", "circle"], ["1"]])
+    assert ids.shape == (2, answerer.config.max_answer_tokens + 1)
+    assert ids[0, :3].tolist() == [3, 5, EOS_ID] and ids[0, 3:].eq(0).all()
+    assert answerer.decode_ids(ids[0].tolist()) == "red circle"
+    with pytest.raises(ValueError):
+        answerer.encode_answers([["purple"]])
+
+
+def test_reads_exactly_k_times_m_memory_tokens():
+    answerer = make_answerer()
+    question = torch.randn(3, 8)
+    ids = answerer.encode_answers([["red"], ["2"], ["blue", "square"]])
+    loss = answerer(torch.randn(3, 6, 16), question, ids)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    answers = answerer.generate_answers(torch.randn(3, 6, 16), question)
+    assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
+    for wrong in (5, 7, 12):  # fewer, more, a whole longer video: refused
+        with pytest.raises(AssertionError, match="exactly K\\*M"):
+            answerer(torch.randn(3, wrong, 16), question, ids)
+
+
+def test_clip_time_code_zero_for_padded_slots():
+    code = clip_time_code(torch.tensor([[0, 3, -1]]), 16)
+    assert code.shape == (1, 3, 16)
+    assert code[0, 2].eq(0).all() and not code[0, 1].eq(0).all()
+
+
+def test_round_trip(tmp_path):
+    answerer = make_answerer().eval()
+    answerer.save_pretrained(tmp_path)
+    loaded = MemoryAnswerer.from_pretrained(tmp_path).eval()
+    assert loaded.config.vocab == VOCAB and loaded.config.k == 2
+    memories, question = torch.randn(2, 6, 16), torch.randn(2, 8)
+    ids = answerer.encode_answers([["red"], ["0", "-", "1"]])
+    assert torch.allclose(answerer(memories, question, ids), loaded(memories, question, ids))
+    assert answerer.generate_answers(memories, question) == loaded.generate_answers(
+        memories, question
+    )
+
+
+def test_overfits_a_tiny_batch():
+    """The answer must come from the memories: two memory sets, two different answers."""
+    answerer = make_answerer(seed=1)
+    gen = torch.Generator().manual_seed(0)
+    memories = torch.randn(4, 6, 16, generator=gen)
+    question = torch.randn(4, 8, generator=gen)
+    targets = [["red", "circle"], ["2"], ["blue", "square"], ["0", "-", "1"]]
+    ids = answerer.encode_answers(targets)
+    optim = torch.optim.AdamW(answerer.parameters(), lr=3e-3)
+    first = answerer(memories, question, ids).item()
+    for _ in range(60):
+        loss = answerer(memories, question, ids)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert loss.item() < 0.3 * first
+    assert answerer.eval().generate_answers(memories, question) == [" ".join(t) for t in targets]
+
+
+def test_alignment_loss_prefers_positive_clips():
+    questions = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    indicators = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]] * 2)  # (B=2, N=2, Q=2)
+    right = torch.tensor([[True, False], [False, True]])
+    assert alignment_loss(questions, indicators, right) < alignment_loss(
+        questions, indicators, ~right
+    )
+    no_positive = torch.zeros(2, 2, dtype=torch.bool)  # rows without evidence are skipped
+    assert alignment_loss(questions, indicators, no_positive).item() == 0.0
+
+
+def test_select_memories_budget_and_order():
+    gen = torch.Generator().manual_seed(0)
+    memories = torch.randn(2, 5, 3, 4, generator=gen)  # (B, N, M, D)
+    indicators = torch.nn.functional.normalize(torch.randn(2, 5, 6, generator=gen), dim=-1)
+    questions = indicators[:, 3]  # best fit: clip 3
+    for training in (False, True):
+        tokens, index = select_memories(questions, indicators, memories, 2, training=training)
+        assert tokens.shape == (2, 2 * 3, 4)
+        assert (index[:, 0] < index[:, 1]).all()  # time order
+    tokens, index = select_memories(questions, indicators, memories, 2, training=False)
+    assert (index == 3).any(dim=1).all()
+    assert torch.equal(tokens[0].view(2, 3, 4), memories[0, index[0]])
+    short, index = select_memories(questions, indicators[:, :1], memories[:, :1], 2, False)
+    assert short.shape == (2, 6, 4) and index[:, 1].eq(-1).all() and short[:, 3:].eq(0).all()
+
+
+def test_gumbel_selection_passes_gradient_to_indicators():
+    gen = torch.Generator().manual_seed(0)
+    memories = torch.randn(1, 4, 2, 3, generator=gen)
+    indicators = torch.randn(1, 4, 5, generator=gen).requires_grad_()
+    questions = torch.nn.functional.normalize(torch.randn(1, 5, generator=gen), dim=-1)
+    tokens, _ = select_memories(questions, indicators, memories, 2, training=True)
+    (tokens * torch.randn_like(tokens)).sum().backward()
+    assert indicators.grad is not None and indicators.grad.abs().sum() > 0
+
+
+def test_encode_video_clips_carries_memory(model, make_clips):
+    frames = make_clips(3, seed=0)  # one video of N=3 clips
+    memories, indicators = encode_video_clips(model, frames)
+    assert memories.shape == (3, model.memory_tokens, model.hidden_size)
+    assert indicators.shape == (3, model.indicator_dim)
+    with torch.no_grad():  # the chain equals ingest's clip-by-clip encoding
+        first, _ = model.encode_clips(frames[:1])
+        second, ind = model.encode_clips(frames[1:2], first)
+    assert torch.allclose(memories[1], second[0], atol=1e-5)
+    assert torch.allclose(indicators[1], ind[0], atol=1e-5)
+    reset, _ = encode_video_clips(model, frames, reset_every_clip=True)
+    assert not torch.allclose(reset[1], memories[1], atol=1e-5)
+    batched, _ = encode_video_clips(model, frames.unsqueeze(0).expand(2, -1, -1, -1, -1, -1))
+    assert batched.shape == (2, 3, model.memory_tokens, model.hidden_size)
