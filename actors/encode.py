@@ -19,8 +19,15 @@ from schemas.records import Clip, MemoryRecord
 class EncodeStage:
     """Encodes clip batches of many videos with the memory model (the Ray actor wraps it)."""
 
-    def __init__(self, checkpoint: str, device: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str | None = None,
+        threads: int | None = None,
+        propagate_memory: bool = True,
+    ):
         self.checkpoint = checkpoint
+        self.propagate_memory = propagate_memory  # False: every clip starts from scratch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = threads
         self.model = None
@@ -59,7 +66,10 @@ class EncodeStage:
                 )
         with torch.inference_mode():
             frames = torch.from_numpy(np.stack([c.frames for c in clips])).to(self.device)
-            reset = torch.tensor([c.clip_index == 0 for c in clips], device=self.device)
+            reset = torch.tensor(
+                [c.clip_index == 0 or not self.propagate_memory for c in clips],
+                device=self.device,
+            )
             prev = self._previous_memory(clips)  # (B, M, D)
             memory, indicator = self.model.encode_clips(frames, prev, reset=reset)
         memory_np = memory.float().cpu().numpy()

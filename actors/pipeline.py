@@ -71,7 +71,10 @@ class IngestPipeline:
             for _ in range(n_dec)
         ]
         encode_cls = make_encode_actor(use_gpu)
-        self.encoders = [encode_cls.remote(checkpoint) for _ in range(n_enc)]
+        propagate = cfg.encode.propagate_memory
+        self.encoders = [
+            encode_cls.remote(checkpoint, propagate_memory=propagate) for _ in range(n_enc)
+        ]
         ray.get([e.setup.remote() for e in self.encoders])
 
     def close(self) -> None:

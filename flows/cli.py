@@ -263,6 +263,57 @@ def train(
     console.print(f"trained checkpoint: {checkpoint} (use it with --model {checkpoint})")
 
 
+@app.command(name="eval")
+def evaluate(
+    seed: Annotated[int, typer.Option(help="first held-out world seed")] = 5000,
+    minutes: Annotated[float, typer.Option(help="length of each world video")] = 10.0,
+    videos: Annotated[int, typer.Option(help="held-out world videos")] = 3,
+    model: ModelOpt = None,
+    grid: Annotated[
+        str | None, typer.Option(help="needle grid video lengths in minutes, e.g. 1,5,15,30,60")
+    ] = None,
+    no_ablations: Annotated[bool, typer.Option(help="skip ablations (a) and (b)")] = False,
+    workdir: Annotated[Path, typer.Option(help="videos, databases, grid files")] = Path(
+        "vmem-eval"
+    ),
+    json_out: JsonOpt = False,
+):
+    """Evaluate a model on held-out procedural worlds through the real pipeline."""
+    import json
+    import math
+
+    from flows.eval import EvalConfig, eval_flow
+
+    try:
+        cfg = EvalConfig(
+            model=model,
+            seed=seed,
+            minutes=minutes,
+            videos=videos,
+            workdir=str(workdir),
+            ablations=not no_ablations,
+            grid_minutes=[float(v) for v in grid.split(",")] if grid else [],
+        )
+    except ValueError as exc:
+        _fail(f"invalid evaluation settings: {exc}")
+    report = eval_flow(cfg)
+
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    report = clean(report)
+    if json_out:
+        print(json.dumps(report))
+        return
+    views.print_eval_report(console, report)
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the sample archive is written")] = Path(

@@ -71,3 +71,28 @@ def print_ingest_report(console: Console, report: IngestReport) -> None:
     )
     for uri, error in report.failures:
         console.print(f"  [red]failed[/] {uri}: {error}")
+
+
+def print_eval_report(console: Console, report: dict) -> None:
+    """The evaluation as one table: the model, then each ablation, by metric."""
+    variants = {"selection": report}
+    for name in ("ablation_no_memory", "ablation_last_k"):
+        if name in report:
+            variants[name.removeprefix("ablation_")] = report[name]
+    types = sorted({t for v in variants.values() for t in v.get("recall_by_type", {})})
+    rows = []
+    for name, metrics in variants.items():
+        row = {
+            "variant": name,
+            "recall@K": metrics["recall_at_k"],
+            "grounding IoU": metrics["grounding_iou"],
+        }
+        row.update({f"recall {t}": metrics["recall_by_type"].get(t) for t in types})
+        rows.append(row)
+    print_table(console, rows, False, title=f"encoder {report['encoder']}")
+    console.print(
+        f"{report['bytes_per_video_hour']:,} bytes per video-hour; the answering LM reads "
+        f"{report['answer_input_tokens']} memory tokens whatever the video's length"
+    )
+    if "needle_grid_files" in report:
+        console.print(f"needle grid: {report['needle_grid_files']}")

@@ -81,6 +81,9 @@ class EncodeConfig(_Frozen):
     batch_videos: int = Field(16, ge=1, description="videos encoded side by side per forward")
     num_actors: int = Field(1, ge=1, description="encode actors (one GPU each when present)")
     num_decoders: int = Field(2, ge=1, description="decode actors (CPU)")
+    propagate_memory: bool = Field(
+        True, description="carry memory(t-1) into clip t; False resets it (an ablation)"
+    )
 
 
 class QueryConfig(_Frozen):
@@ -120,7 +123,10 @@ class VMemConfig(_Frozen):
 
     def encoding_fingerprint(self) -> str:
         """Hash of everything that changes the stored memories besides the weights."""
-        payload = json.dumps(self.decode.model_dump(), sort_keys=True).encode()
+        fields = self.decode.model_dump()
+        if not self.encode.propagate_memory:
+            fields["propagate_memory"] = False
+        payload = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:12]
 
 

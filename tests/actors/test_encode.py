@@ -71,3 +71,14 @@ def test_out_of_order_clips_are_refused(stage):
     with pytest.raises(ValueError, match="one clip per video"):
         stage.encode_step([clips[1], clips[1]])
     stage.release(["c"])
+
+
+def test_propagation_off_resets_memory_at_every_clip(stage):
+    clips = _clips("p", 2, 4)
+    alone = EncodeStage(stage.checkpoint, device="cpu", propagate_memory=False)
+    alone.setup()
+    first = alone.encode_step([clips[0]])[0]
+    second = alone.encode_step([clips[1]])[0]
+    fresh = alone.encode_step([Clip("q", 0, 0.0, 16.0, clips[1].frames, 16)])[0]
+    np.testing.assert_allclose(second.memory, fresh.memory, atol=1e-5)
+    assert not np.allclose(first.memory, second.memory)

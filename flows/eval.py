@@ -1,0 +1,185 @@
+"""The evaluation flow: held-out procedural worlds through the real pipeline, scored.
+
+Worlds from seeds never used in training are written as mp4 files, ingested by the same
+flow users run, and asked their ground-truth questions through the same query stage.
+Ablations: (a) memory propagation off (memory reset at every clip, re-ingested), (b) the
+last K clips instead of selection. A needle grid (video length x needle depth) is optional.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from prefect import flow, task
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors.query import QueryStage
+from actors.runtime import BoundModel, bind_model
+from flows.eval_report import write_grid
+from flows.ingest import ingest_flow
+from flows.world import Obj, make_world, write_ground_truth
+from flows.world_questions import QA, make_questions, needle_question
+from flows.world_render import write_world_video
+from schemas.config import EncodeConfig, ModelConfig, QueryConfig, StorageConfig, VMemConfig
+from schemas.records import Question, SelectedClip
+from storage.lance import sql_literal
+
+NEEDLE = Obj("star", "magenta", "large", "left")
+
+
+class EvalConfig(BaseModel):
+    """What an evaluation run measures; saved in its report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None  # VMem checkpoint dir; None: the (untrained) default model
+    workdir: str = "vmem-eval"
+    seed: int = 5000  # held-out worlds: seed, seed+1, ... (training uses 1000-1399)
+    videos: int = Field(3, ge=1)
+    minutes: float = Field(10.0, gt=0)
+    per_type: int = Field(4, ge=1)
+    k: int = Field(4, ge=1)
+    ablations: bool = True
+    grid_minutes: list[float] = Field(default_factory=list)  # e.g. [1, 5, 15, 30, 60]
+    grid_depths: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    model_cache: str = "~/.cache/vmem/models"
+
+
+def _config(cfg: EvalConfig, db: Path, propagate: bool = True) -> VMemConfig:
+    return VMemConfig(
+        model=ModelConfig(path=cfg.model, cache_dir=cfg.model_cache),
+        storage=StorageConfig(db=str(db)),
+        encode=EncodeConfig(propagate_memory=propagate),
+        query=QueryConfig(top_k=cfg.k, max_videos=1),
+    )
+
+
+@task(name="write-worlds")
+def write_worlds(cfg: EvalConfig) -> list[tuple[str, list[QA]]]:
+    """The held-out videos (mp4 + ground truth) and their questions."""
+    out = []
+    for i in range(cfg.videos):
+        seed = cfg.seed + i
+        world = make_world(seed, cfg.minutes * 60.0)
+        path = Path(cfg.workdir) / "archive" / f"world-{seed}.mp4"
+        if not path.exists():
+            write_world_video(world, path)
+            write_ground_truth(world, path)
+        out.append((str(path.resolve()), make_questions(world, seed, per_type=cfg.per_type)))
+    return out
+
+
+def overlaps(clip: SelectedClip, evidence: list[tuple[float, float]]) -> bool:
+    return any(clip.t_start < end and start < clip.t_end for start, end in evidence)
+
+
+def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
+
+
+def score(selections: list[tuple[QA, list[SelectedClip]]]) -> dict:
+    """recall@K (an evidence clip among those selected) and grounding IoU (localisation:
+    the best-scoring selected clip's range vs the evidence range), overall and per type."""
+    hits: dict[str, list[float]] = {}
+    ious: list[float] = []
+    for qa, clips in selections:
+        if not qa.evidence:  # e.g. "how many ... ?" with answer 0: nothing to find
+            continue
+        hits.setdefault(qa.qtype, []).append(float(any(overlaps(c, qa.evidence) for c in clips)))
+        if qa.qtype == "localisation" and clips:
+            best = max(clips, key=lambda c: c.score)
+            ious.append(max(iou((best.t_start, best.t_end), e) for e in qa.evidence))
+    every = [h for values in hits.values() for h in values]
+    return {
+        "recall_at_k": sum(every) / len(every) if every else math.nan,
+        "recall_by_type": {t: sum(v) / len(v) for t, v in sorted(hits.items())},
+        "grounding_iou": sum(ious) / len(ious) if ious else math.nan,
+        "questions": len(every),
+    }
+
+
+def select_for(bound: BoundModel, videos: list[tuple[str, list[QA]]], last_k: bool = False):
+    """Each question asked of its own video (SQL pre-filter on the uri)."""
+    cfg = bound.config
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    out = []
+    for uri, qas in videos:
+        if last_k:
+            clips = last_clips(stage, uri, cfg.query.top_k)
+            out += [(qa, clips) for qa in qas]
+            continue
+        where = f"uri = {sql_literal(uri)}"
+        results = stage.select([Question(question=qa.question, where=where) for qa in qas])
+        out += [(qa, r.clips) for qa, r in zip(qas, results, strict=True)]
+    return out
+
+
+def last_clips(stage: QueryStage, uri: str, k: int) -> list[SelectedClip]:
+    """Ablation (b): the last K clips of the video, whatever the question."""
+    stage.setup()
+    rows = stage.store.scan(
+        f"uri = {sql_literal(uri)} AND encoder = {sql_literal(stage.encoder)}",
+        ["video_id", "uri", "clip_index", "t_start", "t_end"],
+    ).to_pylist()
+    rows.sort(key=lambda r: r["clip_index"])
+    return [SelectedClip(**r, score=0.0) for r in rows[-k:]]
+
+
+def memory_budget(bound: BoundModel) -> dict:
+    """Bytes stored per video-hour and the answering LM's input length (K x M tokens)."""
+    q, m, d = bound.dims
+    dec = bound.config.decode
+    per_clip = m * d + 4 * m + 4 * q  # int8 tokens, float32 scales, float32 indicator
+    clips_per_hour = 3600.0 * dec.sample_fps / dec.clip_frames
+    return {
+        "bytes_per_video_hour": int(per_clip * clips_per_hour),
+        "answer_input_tokens": bound.config.query.top_k * m,
+    }
+
+
+@task(name="needle-grid")
+def needle_grid(cfg: EvalConfig) -> list[dict]:
+    """recall@K of one needle scene per video, over video length x needle depth."""
+    archive = Path(cfg.workdir) / "grid"
+    videos = []
+    for minutes in cfg.grid_minutes:
+        for depth in cfg.grid_depths:
+            world = make_world(cfg.seed, minutes * 60.0, needle=NEEDLE, needle_depth=depth)
+            path = archive / f"needle-{minutes:g}min-{depth:.2f}.mp4"
+            if not path.exists():
+                write_world_video(world, path)
+                write_ground_truth(world, path)
+            videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
+    vcfg = _config(cfg, Path(cfg.workdir) / "db-grid")
+    ingest_flow(str(archive), vcfg)
+    bound = bind_model(vcfg)
+    selected = select_for(bound, [(uri, [qa]) for _, _, uri, qa in videos])
+    return [
+        {"minutes": m, "depth": d, "recall": float(any(overlaps(c, qa.evidence) for c in clips))}
+        for (m, d, _, _), (qa, clips) in zip(videos, selected, strict=True)
+    ]
+
+
+@flow(name="vmem-eval", log_prints=True)
+def eval_flow(cfg: EvalConfig) -> dict:
+    """Write held-out worlds -> ingest (and ablation a) -> ask -> score -> report."""
+    videos = write_worlds(cfg)
+    archive = str(Path(cfg.workdir) / "archive")
+    full = _config(cfg, Path(cfg.workdir) / "db")
+    ingest_flow(archive, full)
+    bound = bind_model(full)
+    report = {"config": cfg.model_dump(), "encoder": bound.encoder, **memory_budget(bound)}
+    report.update(score(select_for(bound, videos)))
+    if cfg.ablations:
+        no_memory = _config(cfg, Path(cfg.workdir) / "db-no-memory", propagate=False)
+        ingest_flow(archive, no_memory)
+        report["ablation_no_memory"] = score(select_for(bind_model(no_memory), videos))
+        report["ablation_last_k"] = score(select_for(bound, videos, last_k=True))
+    if cfg.grid_minutes:
+        grid = needle_grid(cfg)
+        report["needle_grid"] = grid
+        report["needle_grid_files"] = write_grid(grid, Path(cfg.workdir))
+    return report
