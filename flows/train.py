@@ -18,9 +18,16 @@ import torch
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.train_data import VideoExample, build_examples, group_by_clips, sample_batch
+from flows.train_data import (
+    N_CLIP_LABELS,
+    VideoExample,
+    build_examples,
+    group_by_clips,
+    sample_batch,
+)
 from flows.world_questions import answer_vocabulary
 from models.answer import AnswererConfig, MemoryAnswerer
+from models.aux_heads import ClipLabelHead
 from models.registry import build_default_model
 from models.training import (
     clip_scores,
@@ -56,6 +63,7 @@ class TrainConfig(BaseModel):
     gumbel_tau: float = 1.0
     detach_every: int | None = None  # truncate backprop through the carried memory
     oracle_prob: float = 0.5  # share of questions whose evidence clips are forced in
+    aux_weight: float = 0.0  # weight of the per-clip content loss (models.aux_heads)
     grad_clip: float = 1.0
     log_every: int = 20
     threads: int = 2
@@ -108,6 +116,7 @@ def batch_tensors(batch: list[VideoExample], answerer: MemoryAnswerer) -> dict:
         "video_of": torch.tensor(video_of, dtype=torch.long),
         "positives": torch.from_numpy(np.concatenate([ex.positives for ex in batch])),
         "answer_ids": answerer.encode_answers([a for ex in batch for a in ex.answers]),
+        "clip_labels": torch.from_numpy(np.stack([ex.labels for ex in batch])),
     }
 
 
@@ -115,7 +124,11 @@ def train_loop(
     cfg: TrainConfig, model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExample]
 ) -> list[dict]:
     """AdamW steps; returns one log row per step (loss, answer CE, alignment, seconds)."""
-    params = [p for p in [*model.parameters(), *answerer.parameters()] if p.requires_grad]
+    aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS) if cfg.aux_weight > 0 else None
+    extra = list(aux_head.parameters()) if aux_head is not None else []
+    params = [
+        p for p in [*model.parameters(), *answerer.parameters(), *extra] if p.requires_grad
+    ]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -129,6 +142,7 @@ def train_loop(
         losses = training_losses(
             model, answerer, **batch, k=cfg.k, temperature=cfg.temperature,
             tau=cfg.gumbel_tau, detach_every=cfg.detach_every, oracle=oracle,
+            aux_head=aux_head, aux_weight=cfg.aux_weight,
         )  # fmt: skip
         optim.zero_grad(set_to_none=True)
         losses["loss"].backward()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flows.world import make_world
+from flows.world import COLOURS, SHAPES, World, make_world
 from flows.world_questions import QA, make_questions, tokenize_answer
 from flows.world_render import render_frame
 
@@ -36,6 +36,7 @@ class VideoExample:
     answers: list[list[str]]  # answer words per question (the answerer's targets)
     positives: np.ndarray  # (n_questions, N) bool
     qtypes: list[str]
+    labels: np.ndarray | None = None  # (N, C) float32 clip content (``clip_labels``)
 
     @property
     def n_clips(self) -> int:
@@ -56,6 +57,23 @@ def render_clips(world, clip_frames: int, image_size: int, fps: float = 1.0) -> 
     n_clips = math.ceil(n_frames / clip_frames)
     frames += [frames[-1]] * (n_clips * clip_frames - n_frames)
     return np.stack(frames).reshape(n_clips, clip_frames, image_size, image_size, 3)
+
+
+COMBOS = [(c, s) for c in COLOURS for s in SHAPES]
+N_CLIP_LABELS = 2 * len(COMBOS)  # what clip t shows, then what clip t-1 showed
+
+
+def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
+    """(N, 2 * combos) multi-hot: the (colour, shape) objects on screen during each clip,
+    then those of the clip before (zeros for the first): free auxiliary targets."""
+    index = {combo: i for i, combo in enumerate(COMBOS)}
+    now = np.zeros((len(ranges), len(COMBOS)), dtype=np.float32)
+    for scene in world.scenes:
+        rows = (ranges[:, 0] < scene.t_end) & (ranges[:, 1] > scene.t_start)
+        for obj in scene.objects:
+            now[rows, index[obj.combo]] = 1.0
+    before = np.concatenate([np.zeros_like(now[:1]), now[:-1]])
+    return np.concatenate([now, before], axis=1)
 
 
 def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
@@ -106,6 +124,7 @@ def build_example(
         answers=[answer_words(qa, m) for qa, m in zip(qas, masks, strict=True)],
         positives=np.stack(masks) if masks else np.zeros((0, len(frames)), dtype=bool),
         qtypes=[qa.qtype for qa in qas],
+        labels=clip_labels(world, ranges),
     )
 
 

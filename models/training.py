@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.aux_heads import clip_label_loss
 from models.select import gumbel_topk, topk_select
 
 
@@ -153,6 +154,9 @@ def training_losses(
     tau: float = 1.0,
     detach_every: int | None = None,
     oracle: torch.Tensor | None = None,
+    aux_head=None,
+    clip_labels: torch.Tensor | None = None,
+    aux_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -160,7 +164,9 @@ def training_losses(
     positives (Bq, N) bool evidence clips; answer_ids (Bq, L); oracle (Bq,) bool: rows whose
     evidence clips are forced into the selection (helps the answerer learn before the
     selector does). Returns ``answer`` (CE), ``align`` (InfoNCE of the archive-stage and
-    the video-conditioned question) and ``loss`` = answer + align.
+    the video-conditioned question) and ``loss`` = answer + align (+ ``aux_weight`` *
+    ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits) against
+    ``clip_labels`` (B, N, C) when both are given).
     """
     memories, indicators = encode_video_clips(model, frames, detach_every=detach_every)
     q_raw, pooled = question_inputs(model, questions)  # (Bq, Q), (Bq, H)
@@ -175,4 +181,9 @@ def training_losses(
         q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
     answer = answerer(tokens, pooled, answer_ids, clip_index=index)
-    return {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
+    losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
+    if aux_head is not None and clip_labels is not None:
+        aux = clip_label_loss(aux_head(memories), clip_labels)  # (B, N, C) targets
+        losses["loss"] = losses["loss"] + aux_weight * aux
+        losses["aux"] = aux.detach()
+    return losses
