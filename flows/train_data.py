@@ -60,18 +60,21 @@ def render_clips(world, clip_frames: int, image_size: int, fps: float = 1.0) -> 
 
 
 COMBOS = [(c, s) for c in COLOURS for s in SHAPES]
-N_CLIP_LABELS = 2 * len(COMBOS)  # what clip t shows, then what clip t-1 showed
+CLIP_LABELS = [*COLOURS, *SHAPES, *(f"{c} {s}" for c, s in COMBOS)]
+N_CLIP_LABELS = 2 * len(CLIP_LABELS)  # what clip t shows, then what clip t-1 showed
 
 
 def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
-    """(N, 2 * combos) multi-hot: the (colour, shape) objects on screen during each clip,
-    then those of the clip before (zeros for the first): free auxiliary targets."""
-    index = {combo: i for i, combo in enumerate(COMBOS)}
-    now = np.zeros((len(ranges), len(COMBOS)), dtype=np.float32)
+    """(N, 2 * L) multi-hot over ``CLIP_LABELS`` (colours, shapes, colour-shape pairs) of the
+    objects on screen during each clip, then those of the clip before (zeros for the first):
+    free auxiliary targets."""
+    index = {name: i for i, name in enumerate(CLIP_LABELS)}
+    now = np.zeros((len(ranges), len(CLIP_LABELS)), dtype=np.float32)
     for scene in world.scenes:
         rows = (ranges[:, 0] < scene.t_end) & (ranges[:, 1] > scene.t_start)
         for obj in scene.objects:
-            now[rows, index[obj.combo]] = 1.0
+            for name in (obj.colour, obj.shape, f"{obj.colour} {obj.shape}"):
+                now[rows, index[name]] = 1.0
     before = np.concatenate([np.zeros_like(now[:1]), now[:-1]])
     return np.concatenate([now, before], axis=1)
 

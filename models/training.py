@@ -15,6 +15,34 @@ from models.aux_heads import clip_label_loss
 from models.select import gumbel_topk, topk_select
 
 
+def frame_tokens(model, frames: torch.Tensor) -> torch.Tensor:
+    """The vision backbone once over every frame: (B, N, T, H, W, 3) -> (B, N, T*P, D)."""
+    batch, n_clips = frames.shape[:2]
+    tokens = model.vision(frames.flatten(0, 2))  # (B*N*T, P, D)
+    return tokens.reshape(batch, n_clips, -1, tokens.shape[-1])  # (B, N, T*P, D)
+
+
+def stream_clips(
+    model,
+    tokens: torch.Tensor,
+    reset_every_clip: bool = False,
+    detach_every: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The streaming LM clip by clip with carried memory: (B, N, T*P, D) ->
+    memories (B, N, M, D), indicators (B, N, Q)."""
+    start = model.streaming.initial_memory(tokens.shape[0]).to(tokens.dtype)  # (B, M, D)
+    memory, memories, indicators = start, [], []
+    for t in range(tokens.shape[1]):
+        if reset_every_clip:
+            memory = start
+        elif detach_every and t > 0 and t % detach_every == 0:
+            memory = memory.detach()
+        memory, indicator = model.streaming(tokens[:, t], memory)  # (B, M, D), (B, Q)
+        memories.append(memory)
+        indicators.append(indicator)
+    return torch.stack(memories, dim=1), torch.stack(indicators, dim=1)
+
+
 def encode_video_clips(
     model,
     frames: torch.Tensor,
@@ -32,24 +60,11 @@ def encode_video_clips(
     single = frames.ndim == 5
     if single:
         frames = frames.unsqueeze(0)
-    batch, n_clips, clip_frames = frames.shape[:3]
-    tokens = model.vision(frames.flatten(0, 2))  # (B*N*T, P, D)
-    tokens = tokens.reshape(batch, n_clips, -1, tokens.shape[-1])  # (B, N, T*P, D)
-    start = model.streaming.initial_memory(batch).to(tokens.dtype)  # (B, M, D)
-    memory, memories, indicators = start, [], []
-    for t in range(n_clips):
-        if reset_every_clip:
-            memory = start
-        elif detach_every and t > 0 and t % detach_every == 0:
-            memory = memory.detach()
-        memory, indicator = model.streaming(tokens[:, t], memory)  # (B, M, D), (B, Q)
-        memories.append(memory)
-        indicators.append(indicator)
-    memories_t = torch.stack(memories, dim=1)  # (B, N, M, D)
-    indicators_t = torch.stack(indicators, dim=1)  # (B, N, Q)
+    tokens = frame_tokens(model, frames)  # (B, N, T*P, D)
+    memories, indicators = stream_clips(model, tokens, reset_every_clip, detach_every)
     if single:
-        return memories_t[0], indicators_t[0]
-    return memories_t, indicators_t
+        return memories[0], indicators[0]
+    return memories, indicators
 
 
 def alignment_loss(

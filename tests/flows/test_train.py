@@ -10,7 +10,10 @@ import torch
 
 from flows.train import ANSWERER_DIR, TrainConfig, random_recall, train_flow
 from flows.train_data import (
+    CLIP_LABELS,
+    N_CLIP_LABELS,
     build_example,
+    clip_labels,
     clip_ranges,
     clips_to_seconds,
     evidence_mask,
@@ -62,6 +65,21 @@ def test_example_targets_fit_the_answerer_vocabulary():
             lo, hi = (int(v) for v in seconds.split("-"))
             t0, t1 = qa.evidence[0]
             assert lo <= t0 and t1 <= hi and pos.any()
+
+
+def test_clip_labels_name_what_each_clip_and_the_one_before_show():
+    world = make_world(11, 60)
+    ranges = clip_ranges(60, 4, 16, 1.0)
+    labels = clip_labels(world, ranges)
+    assert labels.shape == (4, N_CLIP_LABELS) and set(np.unique(labels)) <= {0.0, 1.0}
+    half = len(CLIP_LABELS)
+    assert not labels[0, half:].any()  # nothing before the first clip
+    assert np.array_equal(labels[1:, half:], labels[:-1, :half])
+    scene = world.scene_at(20.0)  # on screen during clip 1 (16-32 s)
+    for obj in scene.objects:
+        for name in (obj.colour, obj.shape, f"{obj.colour} {obj.shape}"):
+            assert labels[1, CLIP_LABELS.index(name)] == 1.0
+    assert build_example(11, 60, 16, 32).labels.shape == (4, N_CLIP_LABELS)
 
 
 def test_random_recall_baseline():

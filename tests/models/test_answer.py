@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from models.answer import EOS_ID, AnswererConfig, MemoryAnswerer, clip_time_code
-from models.training import alignment_loss, encode_video_clips, select_memories
+from models.aux_heads import ClipLabelHead
+from models.registry import build_default_model
+from models.training import (
+    alignment_loss,
+    encode_video_clips,
+    select_memories,
+    training_losses,
+)
 
 VOCAB = ["red", "blue", "circle", "square", "0", "1", "2", "-"]
 
@@ -129,3 +136,28 @@ def test_encode_video_clips_carries_memory(model, make_clips):
     assert not torch.allclose(reset[1], memories[1], atol=1e-5)
     batched, _ = encode_video_clips(model, frames.unsqueeze(0).expand(2, -1, -1, -1, -1, -1))
     assert batched.shape == (2, 3, model.memory_tokens, model.hidden_size)
+
+
+def test_training_losses_add_the_clip_label_loss(make_clips):
+    model = build_default_model(seed=1).train()  # a fresh copy: gradients are written
+    answerer = make_answerer(
+        memory_dim=model.hidden_size, memory_tokens=model.memory_tokens, question_dim=64
+    )
+    head = ClipLabelHead(model.hidden_size, n_labels=6)
+    frames = make_clips(3, seed=1).unsqueeze(0)  # (B=1, N=3, T, H, W, 3)
+    batch = dict(
+        frames=frames,
+        questions=["When does a red circle move left?", "How many blue squares?"],
+        video_of=torch.tensor([0, 0]),
+        positives=torch.tensor([[True, False, False], [False, True, True]]),
+        answer_ids=answerer.encode_answers([["0", "-", "1"], ["2"]]),
+        clip_labels=torch.tensor([[[1.0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1], [0, 0, 1, 1, 0, 0]]]),
+    )
+    plain = training_losses(model, answerer, **batch, k=2)
+    assert "aux" not in plain
+    losses = training_losses(model, answerer, **batch, k=2, aux_head=head, aux_weight=0.5)
+    assert losses["aux"] > 0
+    assert torch.isclose(losses["loss"], losses["answer"] + losses["align"] + 0.5 * losses["aux"])
+    losses["loss"].backward()
+    assert head.net[0].weight.grad is not None
+    assert model.streaming.start_memory.grad.abs().sum() > 0
