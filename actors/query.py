@@ -10,13 +10,16 @@ Nothing is re-encoded: only the question goes through the model.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import ray
 import torch
 
+from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.registry import load_model
+from models.training import question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
 from storage.lance import MemoryStore
@@ -37,6 +40,7 @@ class QueryStage:
         self.storage_cfg, self.cfg = storage, query
         self.model = None
         self.store: MemoryStore | None = None
+        self.answerer: MemoryAnswerer | None = None
 
     def setup(self) -> None:
         """Load the question side of the model and open the store (inside the actor)."""
@@ -45,8 +49,16 @@ class QueryStage:
             self.store = MemoryStore(self.storage_cfg)
 
     # ---- selection -----------------------------------------------------------------------
-    def select(self, questions: list[Question], with_memory: bool = False) -> list[QueryResult]:
+    def select(
+        self, questions: list[Question], with_memory: bool = False, with_answer: bool = False
+    ) -> list[QueryResult]:
         """The selected clips for each question; a bad question gets an error, not a raise."""
+        results = self._select_all(questions, with_memory)
+        if with_answer:
+            self.answer(results)
+        return results
+
+    def _select_all(self, questions: list[Question], with_memory: bool) -> list[QueryResult]:
         self.setup()
         results = [QueryResult(q.question, q.id) for q in questions]
         filters: dict[int, str] = {}
@@ -137,6 +149,44 @@ class QueryStage:
             t_end=float(row["t_end"]),
             score=score,
         )
+
+    # ---- answers -----------------------------------------------------------------------
+    def answer(self, results: list[QueryResult]) -> None:
+        """Fill ``answer`` from the best video's selected memories (K x M tokens exactly)."""
+        self.setup()
+        answerer = self._load_answerer()
+        for result in results:
+            if result.error is not None or not result.clips:
+                continue
+            best = result.clips[0].video_id  # videos come best first
+            clips = [c for c in result.clips if c.video_id == best][: answerer.config.k]
+            memories = self.store.fetch_memories(
+                [(c.video_id, c.clip_index) for c in clips], self.encoder
+            )
+            tokens = np.zeros(
+                (answerer.config.k, answerer.config.memory_tokens, answerer.config.memory_dim),
+                dtype=np.float32,
+            )
+            index = np.full((answerer.config.k,), -1, dtype=np.int64)  # -1: an empty slot
+            for slot, clip in enumerate(clips):
+                tokens[slot] = memories[(clip.video_id, clip.clip_index)]
+                index[slot] = clip.clip_index
+            with torch.inference_mode():
+                _, pooled = question_inputs(self.model, [result.question])
+                flat = torch.from_numpy(tokens.reshape(1, -1, tokens.shape[-1]))
+                result.answer = answerer.generate_answers(
+                    flat, pooled, torch.from_numpy(index)[None]
+                )[0]
+
+    def _load_answerer(self) -> MemoryAnswerer:
+        if self.answerer is None:
+            folder = Path(self.checkpoint) / ANSWERER_DIR
+            if not (folder / "config.json").is_file():
+                raise ValueError(
+                    f"the model {self.checkpoint} has no answerer: train one with `vmem train`"
+                )
+            self.answerer = MemoryAnswerer.from_pretrained(str(folder)).eval()
+        return self.answerer
 
     # ---- SQL -----------------------------------------------------------------------------
     def sql(self, text: str) -> pa.Table:

@@ -27,6 +27,7 @@ RESULT_SCHEMA = pa.schema(
         ("t_start", pa.float32()),
         ("t_end", pa.float32()),
         ("score", pa.float32()),
+        ("answer", pa.string()),
         ("error", pa.string()),
     ]
 )
@@ -63,7 +64,7 @@ def read_questions(path: str) -> list[Question | QueryResult]:
 
 
 @task(name="select-memories")
-def select_all(questions: list[Question], cfg: VMemConfig) -> list[QueryResult]:
+def select_all(questions: list[Question], cfg: VMemConfig, answers: bool) -> list[QueryResult]:
     """Run the questions through the query actor pool, in chunks."""
     if not questions:
         return []
@@ -76,7 +77,9 @@ def select_all(questions: list[Question], cfg: VMemConfig) -> list[QueryResult]:
         questions[i : i + QUESTIONS_PER_CALL] for i in range(0, len(questions), QUESTIONS_PER_CALL)
     ]
     results: list[QueryResult] = []
-    for batch in pool.map(lambda actor, chunk: actor.select.remote(chunk), chunks):
+    for batch in pool.map(
+        lambda actor, chunk: actor.select.remote(chunk, with_answer=answers), chunks
+    ):
         results.extend(batch)
     return results
 
@@ -91,17 +94,21 @@ def result_rows(results: list[QueryResult]) -> pa.Table:
             rows.append({**base, "error": error})
             continue
         for rank, clip in enumerate(result.clips):
-            rows.append({**base, "rank": rank, **clip.as_row(), "error": None})
+            rows.append(
+                {**base, "rank": rank, **clip.as_row(), "answer": result.answer, "error": None}
+            )
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
 
 
 @flow(name="vmem-answer", log_prints=True)
-def answer_flow(questions_path: str, output: str, config: VMemConfig) -> AnswerReport:
+def answer_flow(
+    questions_path: str, output: str, config: VMemConfig, answers: bool = False
+) -> AnswerReport:
     """Read the batch -> select memories on the query pool -> write Parquet."""
     started = time.perf_counter()
     items = read_questions(questions_path)
     questions = [q for q in items if isinstance(q, Question)]
-    selected = iter(select_all(questions, config))
+    selected = iter(select_all(questions, config, answers))
     results = [next(selected) if isinstance(q, Question) else q for q in items]
     table = result_rows(results)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,9 @@ def ask(
     question_model: QuestionModelOpt = None,
     where: Annotated[str | None, typer.Option(help="SQL predicate pre-filter")] = None,
     k: Annotated[int | None, typer.Option("-k", help="clips selected per video")] = None,
+    answer: Annotated[
+        bool, typer.Option("--answer", help="generate an answer (needs a trained model)")
+    ] = False,
     json_out: JsonOpt = False,
 ):
     """The memories selected for one question, in time order per video."""
@@ -151,6 +154,11 @@ def ask(
     result = stage.select([Question(question=question, where=where, k=k)])[0]
     if result.error is not None:
         _fail(str(result.error))
+    if answer:
+        try:
+            stage.answer([result])
+        except ValueError as exc:
+            _fail(str(exc))
     views.print_selection(console, result, json_out)
 
 
@@ -165,14 +173,20 @@ def answer(
     encoder_lm: EncoderLmOpt = None,
     encoder_lm_layers: LayersOpt = None,
     question_model: QuestionModelOpt = None,
+    generate: Annotated[
+        bool, typer.Option("--generate", help="add generated answers (needs a trained model)")
+    ] = False,
 ):
     """Answer a bulk batch of questions on the query actor pool; write Parquet."""
     from flows.answer import QuestionFileError, answer_flow
+    from models.answer import ANSWERER_DIR
 
     cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
-    _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
+    bound = _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
+    if generate and not (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file():
+        _fail(f"the model {bound.checkpoint} has no answerer: train one with `vmem train`")
     try:
-        report = answer_flow(str(questions), str(output), cfg)
+        report = answer_flow(str(questions), str(output), cfg, generate)
     except QuestionFileError as exc:
         _fail(str(exc))
     console.print(

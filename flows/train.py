@@ -27,7 +27,7 @@ from flows.train_data import (
     sample_batch,
 )
 from flows.world_questions import answer_vocabulary
-from models.answer import AnswererConfig, MemoryAnswerer
+from models.answer import ANSWERER_DIR, AnswererConfig, MemoryAnswerer
 from models.aux_heads import ClipLabelHead
 from models.compose import compose_model
 from models.registry import build_default_model
@@ -40,8 +40,6 @@ from models.training import (
     training_losses,
 )
 from models.vmem import VMemModel
-
-ANSWERER_DIR = "answerer"
 
 
 def installed_minilm() -> str | None:

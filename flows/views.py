@@ -55,10 +55,13 @@ def print_status(console: Console, rows: list[dict], json_out: bool) -> None:
 
 
 def selection_rows(result: QueryResult) -> list[dict]:
-    return [clip.as_row() for clip in result.clips]
+    extra = {"answer": result.answer} if result.answer is not None else {}
+    return [{**clip.as_row(), **extra} for clip in result.clips]
 
 
 def print_selection(console: Console, result: QueryResult, json_out: bool) -> None:
+    if result.answer is not None and not json_out:
+        console.print(f"[bold]answer:[/] {result.answer}")
     print_table(console, selection_rows(result), json_out, title=result.question)
 
 

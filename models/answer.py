@@ -203,5 +203,8 @@ class MemoryAnswerer(PreTrainedModel):
         return [self.decode_ids(row.tolist()) for row in ids]
 
 
+ANSWERER_DIR = "answerer"  # the answerer's subfolder inside a trained VMem checkpoint
+
+
 AutoConfig.register(AnswererConfig.model_type, AnswererConfig, exist_ok=True)
 AutoModel.register(AnswererConfig, MemoryAnswerer, exist_ok=True)

@@ -147,6 +147,7 @@ class QueryResult:
     question_id: str | None = None
     clips: list[SelectedClip] = field(default_factory=list)
     error: StageError | None = None
+    answer: str | None = None  # generated from the best video's K x M memories, if asked
 
 
 class IngestReport(BaseModel):

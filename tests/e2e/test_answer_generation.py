@@ -1,0 +1,72 @@
+"""A trained checkpoint answers: smoke training, ingest with it, `vmem ask --answer`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.ingest import ingest_flow
+from flows.samples import write_synthetic_video
+from flows.train import TrainConfig, train_flow
+from flows.world_questions import answer_vocabulary
+from schemas.config import ModelConfig
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_harness) -> str:
+    """One smoke-trained checkpoint (with its answerer) for the tests of this file."""
+    return train_flow(TrainConfig.smoke(str(tmp_path_factory.mktemp("ckpt") / "ckpt")))
+
+
+def test_ask_answer_with_a_smoke_trained_model(tmp_path, trained, ray_local, make_config):
+    checkpoint = trained
+    write_synthetic_video(tmp_path / "archive" / "a.mp4", 20.0, seed=5)
+    cfg = make_config(tmp_path / "db")
+    cfg = cfg.model_copy(update={"model": ModelConfig(path=checkpoint)})
+    assert ingest_flow(str(tmp_path / "archive"), cfg).done == 1
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            "How many times does a red circle appear?",
+            "--db",
+            cfg.storage.db,
+            "--model",
+            checkpoint,
+            "--answer",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+    answers = {row["answer"] for row in rows}
+    assert len(answers) == 1
+    words = answers.pop().split()
+    assert words and set(words) <= set(answer_vocabulary()) | {"-"}
+
+
+def test_bulk_answers_column_and_a_model_without_answerer_refused(
+    tmp_path, trained, ray_local, make_config
+):
+    import pyarrow.parquet as pq
+
+    checkpoint = trained
+    write_synthetic_video(tmp_path / "archive" / "a.mp4", 20.0, seed=6)
+    cfg = make_config(tmp_path / "db")
+    cfg = cfg.model_copy(update={"model": ModelConfig(path=checkpoint)})
+    ingest_flow(str(tmp_path / "archive"), cfg)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "What colour was the shape before the red circle?"}\n')
+    out = tmp_path / "out.parquet"
+    args = ["answer", str(questions), "-o", str(out), "--db", cfg.storage.db, "--generate"]
+    result = CliRunner().invoke(app, [*args, "--model", checkpoint])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out).to_pylist()
+    assert rows and all(isinstance(r["answer"], str) and r["answer"] for r in rows)
+    refused = CliRunner().invoke(app, args, env={"HOME": str(tmp_path)})
+    assert refused.exit_code == 2 and "no answerer" in refused.output
