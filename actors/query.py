@@ -152,31 +152,33 @@ class QueryStage:
 
     # ---- answers -----------------------------------------------------------------------
     def answer(self, results: list[QueryResult]) -> None:
-        """Fill ``answer`` from the best video's selected memories (K x M tokens exactly)."""
+        """Fill ``answer`` from each best video's selected memories (K x M tokens exactly).
+
+        One memory fetch, one question-encoder pass and one generation for the batch."""
         self.setup()
         answerer = self._load_answerer()
-        for result in results:
-            if result.error is not None or not result.clips:
-                continue
-            best = result.clips[0].video_id  # videos come best first
-            clips = [c for c in result.clips if c.video_id == best][: answerer.config.k]
-            memories = self.store.fetch_memories(
-                [(c.video_id, c.clip_index) for c in clips], self.encoder
-            )
-            tokens = np.zeros(
-                (answerer.config.k, answerer.config.memory_tokens, answerer.config.memory_dim),
-                dtype=np.float32,
-            )
-            index = np.full((answerer.config.k,), -1, dtype=np.int64)  # -1: an empty slot
+        k, m, d = answerer.config.k, answerer.config.memory_tokens, answerer.config.memory_dim
+        todo = [r for r in results if r.error is None and r.clips]
+        if not todo:
+            return
+        chosen = []  # per result: the best video's clips (videos come best first), at most K
+        for result in todo:
+            best = result.clips[0].video_id
+            chosen.append([c for c in result.clips if c.video_id == best][:k])
+        keys = [(c.video_id, c.clip_index) for clips in chosen for c in clips]
+        memories = self.store.fetch_memories(keys, self.encoder)
+        tokens = np.zeros((len(todo), k, m, d), dtype=np.float32)
+        index = np.full((len(todo), k), -1, dtype=np.int64)  # -1: an empty slot
+        for row, clips in enumerate(chosen):
             for slot, clip in enumerate(clips):
-                tokens[slot] = memories[(clip.video_id, clip.clip_index)]
-                index[slot] = clip.clip_index
-            with torch.inference_mode():
-                _, pooled = question_inputs(self.model, [result.question])
-                flat = torch.from_numpy(tokens.reshape(1, -1, tokens.shape[-1]))
-                result.answer = answerer.generate_answers(
-                    flat, pooled, torch.from_numpy(index)[None]
-                )[0]
+                tokens[row, slot] = memories[(clip.video_id, clip.clip_index)]
+                index[row, slot] = clip.clip_index
+        with torch.inference_mode():
+            _, pooled = question_inputs(self.model, [r.question for r in todo])
+            flat = torch.from_numpy(tokens.reshape(len(todo), k * m, d))
+            answers = answerer.generate_answers(flat, pooled, torch.from_numpy(index))
+        for result, text in zip(todo, answers, strict=True):
+            result.answer = text
 
     def _load_answerer(self) -> MemoryAnswerer:
         if self.answerer is None:
