@@ -9,6 +9,7 @@ Nothing is re-encoded: only the question goes through the model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,6 +27,27 @@ from storage.lance import MemoryStore
 from storage.sql import SqlError, compile_sql, compile_where, execute
 
 CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
+CLIP_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def readable_answer(words: str, clip_times: dict[int, tuple[float, float]]) -> str:
+    """The answerer's words as a user reads them.
+
+    Numbers are generated digit by digit ("1 2" -> "12"); a clip range ("3 - 5", what the
+    answerer says for "when ...?") becomes the seconds those clips cover ("48-96"), taken
+    from the stored clip times of the video. Anything else is left as it is.
+    """
+    tokens = words.split()
+    if not tokens or not all(t.isdigit() or t in "-." for t in tokens):
+        return words
+    joined = "".join(tokens)
+    found = CLIP_RANGE.match(joined)
+    if found is None:
+        return joined
+    first, last = int(found.group(1)), int(found.group(2))
+    if first > last or first not in clip_times or last not in clip_times:
+        return joined
+    return f"{clip_times[first][0]:g}-{clip_times[last][1]:g}"
 
 
 def _quote(value: str) -> str:
@@ -169,16 +191,30 @@ class QueryStage:
         memories = self.store.fetch_memories(keys, self.encoder)
         tokens = np.zeros((len(todo), k, m, d), dtype=np.float32)
         index = np.full((len(todo), k), -1, dtype=np.int64)  # -1: an empty slot
+        relevance = np.zeros((len(todo), k), dtype=np.float32)  # the video-stage scores
         for row, clips in enumerate(chosen):
             for slot, clip in enumerate(clips):
                 tokens[row, slot] = memories[(clip.video_id, clip.clip_index)]
                 index[row, slot] = clip.clip_index
+                relevance[row, slot] = clip.score
         with torch.inference_mode():
-            _, pooled = question_inputs(self.model, [r.question for r in todo])
+            texts = [r.question for r in todo]
+            _, pooled = question_inputs(self.model, texts)
             flat = torch.from_numpy(tokens.reshape(len(todo), k * m, d))
-            answers = answerer.generate_answers(flat, pooled, torch.from_numpy(index))
-        for result, text in zip(todo, answers, strict=True):
-            result.answer = text
+            answers = answerer.generate_answers(
+                flat, pooled, torch.from_numpy(index), texts, torch.from_numpy(relevance)
+            )
+        times = self.store.clips_of_video(
+            [clips[0].video_id for clips in chosen], self.encoder,
+            ["video_id", "clip_index", "t_start", "t_end"],
+        ).to_pylist()  # fmt: skip
+        clip_times: dict[str, dict[int, tuple[float, float]]] = {}
+        for row in times:
+            clip_times.setdefault(row["video_id"], {})[row["clip_index"]] = (
+                row["t_start"], row["t_end"],
+            )  # fmt: skip
+        for result, clips, text in zip(todo, chosen, answers, strict=True):
+            result.answer = readable_answer(text, clip_times.get(clips[0].video_id, {}))
 
     def _load_answerer(self) -> MemoryAnswerer:
         if self.answerer is None:

@@ -56,6 +56,7 @@ def bind_model(cfg: VMemConfig) -> BoundModel:
         encoder_lm=cfg.model.encoder_lm,
         question_model=cfg.model.question_model,
         encoder_lm_layers=cfg.model.encoder_lm_layers,
+        trained=not cfg.model.untrained,
     )
     model_cfg = VMemModelConfig.from_pretrained(checkpoint)
     image_size = model_cfg.vision().image_size

@@ -255,6 +255,13 @@ def train(
     base: Annotated[str | None, typer.Option(help="VMem checkpoint to fine-tune")] = None,
     steps: Annotated[int | None, typer.Option(help="training steps")] = None,
     smoke: Annotated[bool, typer.Option(help="the tiny smoke config (under a minute)")] = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="also export the result as a trained-default bundle into this folder "
+            "(models/bundled is the committed default; see models/bundled.py)"
+        ),
+    ] = None,
 ):
     """Train the memory model on the procedural video world; writes an HF checkpoint."""
     import yaml
@@ -275,6 +282,13 @@ def train(
         _fail(f"invalid training config: {exc}")
     checkpoint = train_flow(cfg)
     console.print(f"trained checkpoint: {checkpoint} (use it with --model {checkpoint})")
+    if bundle is not None:
+        from models.bundled import export_bundle
+
+        try:
+            console.print(f"bundle: {export_bundle(checkpoint, bundle)}")
+        except ValueError as exc:
+            _fail(str(exc))
 
 
 @app.command(name="eval")
@@ -334,12 +348,20 @@ def demo(
         "vmem-demo"
     ),
     db: DbOpt = None,
+    config: ConfigOpt = None,
+    model: ModelOpt = None,
+    json_out: JsonOpt = False,
 ):
-    """Write a sample archive, ingest it, ask a few questions, print the answers."""
+    """Write demo world videos (and two broken files), ingest them, ask each video questions
+    made from its ground truth, and print the model's answers beside the truth."""
+    import json
+
     from flows.demo import run_demo
 
-    cfg = _config(None, db or str(workdir / "db"))
-    run_demo(workdir, cfg, console)
+    cfg = _config(config, db or str(workdir / "db"), model)
+    summary = run_demo(workdir, cfg, console)
+    if json_out:
+        print(json.dumps(summary))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,7 +1,13 @@
-"""The demo: a sample archive -> ingest -> a handful of questions -> a table of answers."""
+"""The demo: procedural world videos (+ two broken files) -> ingest -> questions -> answers.
+
+The worlds come from seeds that training never saw (``DEMO_SEEDS``); their questions are
+generated from the ground truth, asked through the query stage like any user question
+(filtered to their own video), and each generated answer is printed beside the truth.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -9,46 +15,82 @@ from rich.table import Table
 
 from actors.query import QueryStage
 from actors.runtime import bind_model
+from flows.eval import expected_answer, has_answerer, video_clips
 from flows.ingest import ingest_flow
-from flows.samples import write_sample_archive
+from flows.samples import write_bad_inputs
 from flows.views import print_ingest_report
+from flows.world import make_world, write_ground_truth
+from flows.world_questions import QA, make_questions
+from flows.world_render import write_world_video
 from schemas.config import VMemConfig
 from schemas.records import Question
+from storage.lance import sql_literal
 
-DEMO_QUESTIONS = [
-    "When does a red circle move to the left?",
-    "Where is the bunny in the meadow?",
-    "Show me people riding bikes.",
-    "Which clip shows a man talking on a phone in a car?",
-    "What happens at the very beginning of the video?",
-]
+DEMO_SEEDS = (7000, 7001)  # training uses 1000-2199 (held-out check 9000-9009), eval 5000+
+DEMO_MINUTES = 3.0
+BAD_INPUTS = ("text.mp4", "truncated_moov_end.mp4")  # shown failing cleanly in the report
 
 
-def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> None:
-    """Ingest the sample archive under ``workdir`` and print the selected memories."""
+def write_demo_archive(archive: Path) -> list[tuple[str, list[QA]]]:
+    """World videos with ground truth and two broken files; the videos and their questions."""
+    videos = []
+    for seed in DEMO_SEEDS:
+        world = make_world(seed, DEMO_MINUTES * 60.0)
+        path = archive / f"world-{seed}.mp4"
+        if not path.exists():
+            write_world_video(world, path)
+            write_ground_truth(world, path)
+        videos.append((str(path.resolve()), make_questions(world, seed, per_type=2)))
+    if not any(archive.glob("broken-*")):
+        scratch = archive.parent / "bad-inputs"
+        for name, bad in write_bad_inputs(scratch).items():
+            if name in BAD_INPUTS:
+                bad.rename(archive / f"broken-{bad.name}")
+        shutil.rmtree(scratch)
+    return videos
+
+
+def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> dict:
+    """Ingest the demo archive under ``workdir``, ask each video its questions, print the
+    answers beside the ground truth; returns {"questions", "right", "by_type"}."""
     archive = workdir / "archive"
-    if not archive.exists():
-        console.print(f"writing the sample archive to {archive} ...")
-        write_sample_archive(archive)
-    report = ingest_flow(str(archive), cfg)
-    print_ingest_report(console, report)
+    archive.mkdir(parents=True, exist_ok=True)
+    videos = write_demo_archive(archive)
+    print_ingest_report(console, ingest_flow(str(archive), cfg))
     bound = bind_model(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-    results = stage.select([Question(question=q) for q in DEMO_QUESTIONS])
-    table = Table(title="selected memories (K per video, in time order)")
-    for column in ("question", "video", "time range (s)", "score"):
+    answering = has_answerer(bound)
+    table = Table(title="questions about the demo worlds (each asked of its own video)")
+    for column in ("video", "question", "answer", "truth", "", "selected clips (s)"):
         table.add_column(column)
-    for result in results:
-        for clip in result.clips:
-            table.add_row(
-                result.question,
-                Path(clip.uri).name,
-                f"{clip.t_start:7.1f} - {clip.t_end:7.1f}",
-                f"{clip.score:.3f}",
-            )
+    by_type: dict[str, list[bool]] = {}
+    for uri, qas in videos:
+        where = f"uri = {sql_literal(uri)}"
+        results = stage.select([Question(question=qa.question, where=where) for qa in qas])
+        if answering:
+            stage.answer(results)
+        spans = {c.clip_index: (c.t_start, c.t_end) for c in video_clips(stage, uri)}
+        for qa, result in zip(qas, results, strict=True):
+            truth = expected_answer(qa, spans)
+            right = result.answer == truth
+            by_type.setdefault(qa.qtype, []).append(right)
+            clips = ", ".join(f"{c.t_start:g}-{c.t_end:g}" for c in result.clips)
+            mark = ("[green]right[/]" if right else "[red]wrong[/]") if answering else ""
+            row = (Path(uri).name, qa.question, result.answer or "-", truth, mark, clips)
+            table.add_row(*row)
         table.add_section()
     console.print(table)
-    console.print(
-        "[yellow]note:[/] the default model has random weights until it is trained, so these "
-        "selections show the mechanics (K clips per video, time order, scores), not meaning."
-    )
+    summary = {
+        "questions": sum(len(v) for v in by_type.values()),
+        "right": sum(sum(v) for v in by_type.values()) if answering else None,
+        "by_type": {t: f"{sum(v)}/{len(v)}" for t, v in sorted(by_type.items())},
+    }
+    if answering:
+        right, asked = summary["right"], summary["questions"]
+        console.print(f"{right} of {asked} answers right, per type: {summary['by_type']}")
+    else:
+        console.print(
+            "[yellow]note:[/] this model has no trained answerer: only the selected memories "
+            "are shown (train one with `vmem train`)."
+        )
+    return summary

@@ -21,8 +21,9 @@ from flows.ingest import ingest_flow
 from flows.world import Obj, make_world, write_ground_truth
 from flows.world_questions import QA, make_questions, needle_question
 from flows.world_render import write_world_video
+from models.answer import ANSWERER_DIR
 from schemas.config import EncodeConfig, ModelConfig, QueryConfig, StorageConfig, VMemConfig
-from schemas.records import Question, SelectedClip
+from schemas.records import QueryResult, Question, SelectedClip
 from storage.lance import sql_literal
 
 NEEDLE = Obj("star", "magenta", "large", "left")
@@ -33,9 +34,9 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str | None = None  # VMem checkpoint dir; None: the (untrained) default model
+    model: str | None = None  # VMem checkpoint dir; None: the trained default (models/bundled)
     workdir: str = "vmem-eval"
-    seed: int = 5000  # held-out worlds: seed, seed+1, ... (training uses 1000-1399)
+    seed: int = 5000  # held-out worlds: seed, seed+1, ... (training uses 1000-2199)
     videos: int = Field(3, ge=1)
     minutes: float = Field(10.0, gt=0)
     per_type: int = Field(4, ge=1)
@@ -80,52 +81,108 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def score(selections: list[tuple[QA, list[SelectedClip]]]) -> dict:
-    """recall@K (an evidence clip among those selected) and grounding IoU (localisation:
-    the best-scoring selected clip's range vs the evidence range), overall and per type."""
+Asked = tuple[QA, list[SelectedClip], str | None, dict[int, tuple[float, float]]]
+
+
+def expected_answer(qa: QA, spans: dict[int, tuple[float, float]]) -> str:
+    """What a right answer reads: the ground truth, with a localisation range widened to
+    the clips it overlaps (the answerer localises at clip granularity)."""
+    if qa.qtype != "localisation":
+        return qa.answer
+    hit = [i for i, (t0, t1) in spans.items() if any(t0 < e1 and e0 < t1 for e0, e1 in qa.evidence)]
+    if not hit:
+        return qa.answer
+    return f"{spans[min(hit)][0]:g}-{spans[max(hit)][1]:g}"
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """ "12-48" -> (12.0, 48.0); None when the answer is not a time range."""
+    parts = (text or "").split("-")
+    try:
+        start, end = (float(p) for p in parts)
+    except ValueError:
+        return None
+    return (start, end) if start <= end else None
+
+
+def score(asked: list[Asked]) -> dict:
+    """recall@K (an evidence clip among those selected), grounding IoU (localisation: the
+    best-scoring selected clip vs the evidence range), answer IoU (the generated time range
+    vs the evidence) and answer accuracy per type (exact match with ``expected_answer``)."""
     hits: dict[str, list[float]] = {}
+    correct: dict[str, list[float]] = {}
     ious: list[float] = []
-    for qa, clips in selections:
+    answer_ious: list[float] = []
+    for qa, clips, answer, spans in asked:
+        if answer is not None:
+            correct.setdefault(qa.qtype, []).append(float(answer == expected_answer(qa, spans)))
         if not qa.evidence:  # e.g. "how many ... ?" with answer 0: nothing to find
             continue
         hits.setdefault(qa.qtype, []).append(float(any(overlaps(c, qa.evidence) for c in clips)))
         if qa.qtype == "localisation" and clips:
             best = max(clips, key=lambda c: c.score)
             ious.append(max(iou((best.t_start, best.t_end), e) for e in qa.evidence))
+        if qa.qtype == "localisation" and answer is not None:
+            said = parse_range(answer)
+            answer_ious.append(max(iou(said, e) for e in qa.evidence) if said else 0.0)
     every = [h for values in hits.values() for h in values]
-    return {
-        "recall_at_k": sum(every) / len(every) if every else math.nan,
-        "recall_by_type": {t: sum(v) / len(v) for t, v in sorted(hits.items())},
-        "grounding_iou": sum(ious) / len(ious) if ious else math.nan,
+    out = {
+        "recall_at_k": _mean(every),
+        "recall_by_type": {t: _mean(v) for t, v in sorted(hits.items())},
+        "grounding_iou": _mean(ious),
         "questions": len(every),
     }
-
-
-def select_for(bound: BoundModel, videos: list[tuple[str, list[QA]]], last_k: bool = False):
-    """Each question asked of its own video (SQL pre-filter on the uri)."""
-    cfg = bound.config
-    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-    out = []
-    for uri, qas in videos:
-        if last_k:
-            clips = last_clips(stage, uri, cfg.query.top_k)
-            out += [(qa, clips) for qa in qas]
-            continue
-        where = f"uri = {sql_literal(uri)}"
-        results = stage.select([Question(question=qa.question, where=where) for qa in qas])
-        out += [(qa, r.clips) for qa, r in zip(qas, results, strict=True)]
+    if correct:
+        out["answer_accuracy"] = {t: _mean(v) for t, v in sorted(correct.items())}
+        out["answer_accuracy_all"] = _mean([c for v in correct.values() for c in v])
+        out["answer_iou"] = _mean(answer_ious)
     return out
 
 
-def last_clips(stage: QueryStage, uri: str, k: int) -> list[SelectedClip]:
-    """Ablation (b): the last K clips of the video, whatever the question."""
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def select_for(
+    bound: BoundModel,
+    videos: list[tuple[str, list[QA]]],
+    last_k: bool = False,
+    answer: bool = False,
+) -> list[Asked]:
+    """Each question asked of its own video (SQL pre-filter on the uri), answered when
+    ``answer``; with ``last_k`` the selection is replaced by the video's last K clips."""
+    cfg = bound.config
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    out: list[Asked] = []
+    for uri, qas in videos:
+        clips = video_clips(stage, uri)
+        if last_k:
+            tail = clips[-cfg.query.top_k :]
+            results = [QueryResult(qa.question, clips=list(tail)) for qa in qas]
+        else:
+            where = f"uri = {sql_literal(uri)}"
+            results = stage.select([Question(question=qa.question, where=where) for qa in qas])
+        if answer:
+            stage.answer(results)
+        spans = {c.clip_index: (c.t_start, c.t_end) for c in clips}
+        out += [(qa, r.clips, r.answer, spans) for qa, r in zip(qas, results, strict=True)]
+    return out
+
+
+def video_clips(stage: QueryStage, uri: str) -> list[SelectedClip]:
+    """Every stored clip of the video at ``uri``, in time order (score 0)."""
     stage.setup()
     rows = stage.store.scan(
         f"uri = {sql_literal(uri)} AND encoder = {sql_literal(stage.encoder)}",
         ["video_id", "uri", "clip_index", "t_start", "t_end"],
     ).to_pylist()
     rows.sort(key=lambda r: r["clip_index"])
-    return [SelectedClip(**r, score=0.0) for r in rows[-k:]]
+    return [SelectedClip(**r, score=0.0) for r in rows]
+
+
+def has_answerer(bound: BoundModel) -> bool:
+    """Whether the checkpoint carries a trained answerer (else only selection is scored)."""
+    return (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file()
 
 
 def memory_budget(bound: BoundModel) -> dict:
@@ -159,7 +216,7 @@ def needle_grid(cfg: EvalConfig) -> list[dict]:
     selected = select_for(bound, [(uri, [qa]) for _, _, uri, qa in videos])
     return [
         {"minutes": m, "depth": d, "recall": float(any(overlaps(c, qa.evidence) for c in clips))}
-        for (m, d, _, _), (qa, clips) in zip(videos, selected, strict=True)
+        for (m, d, _, _), (qa, clips, _, _) in zip(videos, selected, strict=True)
     ]
 
 
@@ -171,13 +228,16 @@ def eval_flow(cfg: EvalConfig) -> dict:
     full = _config(cfg, Path(cfg.workdir) / "db")
     ingest_flow(archive, full)
     bound = bind_model(full)
+    answer = has_answerer(bound)
     report = {"config": cfg.model_dump(), "encoder": bound.encoder, **memory_budget(bound)}
-    report.update(score(select_for(bound, videos)))
+    report.update(score(select_for(bound, videos, answer=answer)))
     if cfg.ablations:
         no_memory = _config(cfg, Path(cfg.workdir) / "db-no-memory", propagate=False)
         ingest_flow(archive, no_memory)
-        report["ablation_no_memory"] = score(select_for(bind_model(no_memory), videos))
-        report["ablation_last_k"] = score(select_for(bound, videos, last_k=True))
+        report["ablation_no_memory"] = score(
+            select_for(bind_model(no_memory), videos, answer=answer)
+        )
+        report["ablation_last_k"] = score(select_for(bound, videos, last_k=True, answer=answer))
     if cfg.grid_minutes:
         grid = needle_grid(cfg)
         report["needle_grid"] = grid

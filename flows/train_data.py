@@ -22,7 +22,7 @@ import numpy as np
 
 from flows.world import COLOURS, SHAPES, World, make_world
 from flows.world_questions import QA, make_questions, tokenize_answer
-from flows.world_render import render_frame
+from flows.world_render import ingest_view
 
 
 @dataclass
@@ -31,16 +31,18 @@ class VideoExample:
 
     seed: int
     duration_s: float
-    frames: np.ndarray  # (N, T, S, S, 3) uint8
+    frames: np.ndarray | None  # (N, T, S, S, 3) uint8; None once ``tokens`` are cached
     questions: list[str]
     answers: list[list[str]]  # answer words per question (the answerer's targets)
     positives: np.ndarray  # (n_questions, N) bool
     qtypes: list[str]
     labels: np.ndarray | None = None  # (N, C) float32 clip content (``clip_labels``)
+    tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
+    pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
 
     @property
     def n_clips(self) -> int:
-        return self.frames.shape[0]
+        return (self.frames if self.tokens is None else self.tokens).shape[0]
 
 
 def clip_ranges(duration_s: float, n_clips: int, clip_frames: int, fps: float) -> np.ndarray:
@@ -53,7 +55,7 @@ def clip_ranges(duration_s: float, n_clips: int, clip_frames: int, fps: float) -
 def render_clips(world, clip_frames: int, image_size: int, fps: float = 1.0) -> np.ndarray:
     """Frames at k / fps grouped into clips, the last padded: (N, T, S, S, 3) uint8."""
     n_frames = max(1, math.ceil(world.duration_s * fps - 1e-9))
-    frames = [render_frame(world, k / fps, (image_size, image_size)) for k in range(n_frames)]
+    frames = [ingest_view(world, k / fps, image_size) for k in range(n_frames)]
     n_clips = math.ceil(n_frames / clip_frames)
     frames += [frames[-1]] * (n_clips * clip_frames - n_frames)
     return np.stack(frames).reshape(n_clips, clip_frames, image_size, image_size, 3)

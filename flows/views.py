@@ -83,6 +83,7 @@ def print_eval_report(console: Console, report: dict) -> None:
         if name in report:
             variants[name.removeprefix("ablation_")] = report[name]
     types = sorted({t for v in variants.values() for t in v.get("recall_by_type", {})})
+    answered = sorted({t for v in variants.values() for t in v.get("answer_accuracy", {})})
     rows = []
     for name, metrics in variants.items():
         row = {
@@ -91,6 +92,10 @@ def print_eval_report(console: Console, report: dict) -> None:
             "grounding IoU": metrics["grounding_iou"],
         }
         row.update({f"recall {t}": metrics["recall_by_type"].get(t) for t in types})
+        if answered:
+            row["answer IoU"] = metrics.get("answer_iou")
+            accuracy = metrics.get("answer_accuracy", {})
+            row.update({f"accuracy {t}": accuracy.get(t) for t in answered})
         rows.append(row)
     print_table(console, rows, False, title=f"encoder {report['encoder']}")
     console.print(

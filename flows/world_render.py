@@ -1,8 +1,8 @@
 """Frames and mp4 files of a procedural world (``flows.world``).
 
-``render_frame`` is a pure function of (world, t, size): training renders its sampled
-frames directly (a 64x64 frame costs tens of microseconds), and ``write_world_video``
-encodes the same frames with PyAV, so the mp4 and the direct render agree.
+``render_frame`` is a pure function of (world, t, size), and ``write_world_video`` encodes
+the same frames with PyAV, so the mp4 and the direct render agree. Training renders its
+sampled frames directly, through ``ingest_view``: the frame as the decoder would give it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from flows.world import (
     BACKGROUNDS,
@@ -145,6 +146,23 @@ def render_frame(world: World, t: float, size: tuple[int, int] | None = None) ->
     if scene.text:
         _draw_text(img, scene.text)
     return img
+
+
+def ingest_view(world: World, t: float, size: int) -> np.ndarray:
+    """The (size, size, 3) frame at ``t`` as ingest hands it to the model: rendered at the
+    video's own size, converted to yuv420p and scaled by swscale as the decoder does
+    (``actors.sampling``), so training sees the aspect squeeze and chroma subsampling of the
+    real pipeline (only the codec's compression artefacts are missing)."""
+    to_yuv, to_rgb = _reformatters()
+    frame = av.VideoFrame.from_ndarray(render_frame(world, t), format="rgb24")
+    frame = to_yuv.reformat(frame, format="yuv420p")
+    return to_rgb.reformat(frame, width=size, height=size, format="rgb24").to_ndarray()
+
+
+@lru_cache(maxsize=1)
+def _reformatters() -> tuple[VideoReformatter, VideoReformatter]:
+    """Reused swscale contexts (a fresh one per frame costs ~7 ms)."""
+    return VideoReformatter(), VideoReformatter()
 
 
 def frame_count(world: World) -> int:

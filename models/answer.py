@@ -3,14 +3,19 @@
 VideoStreaming's answerer sees a constant budget of K x M memory tokens whatever the video's
 length. Here it is a small HF causal LM over a word-level answer vocabulary (given by the
 caller, so models/ never imports the data code): the sequence is
-``[K*M projected memories (+ clip-time code), question tokens, BOS, answer words, EOS]``
-and only the answer positions carry a loss. A separate ``PreTrainedModel``, saved in the
+``[K*M projected memories (+ clip-time code), question embedding tokens, question words,
+BOS, answer words, EOS]`` and only the answer positions carry a loss. The question's words
+are read like an LM reads its prompt: a word of the answer vocabulary shares its embedding
+with the output word (so "which came first, the X or the Y?" can copy X), any other word
+gets one of ``word_buckets`` hashed embeddings. A separate ``PreTrainedModel``, saved in the
 ``answerer/`` subfolder of a VMem checkpoint, so the encoder's checkpoint stays as it is.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +64,10 @@ class AnswererConfig(PreTrainedConfig):
     question_tokens: int = 2
     # the answer words (special tokens are added in front of them)
     vocab: list[str] | None = None
+    # question words read after the question embedding (longer questions are cut); 0: none
+    question_words: int = 32
+    # hashed embeddings of question words outside the answer vocabulary
+    word_buckets: int = 64
     # longest answer in words (EOS excluded)
     max_answer_tokens: int = 8
     # std of the normal init of the answerer's own layers
@@ -69,7 +78,14 @@ class AnswererConfig(PreTrainedConfig):
         self.vocab = list(self.vocab or [])
         if len(set(self.vocab)) != len(self.vocab) or set(self.vocab) & set(SPECIALS):
             raise ValueError("vocab words must be unique and not special tokens")
-        for name in ("memory_dim", "k", "memory_tokens", "question_dim", "max_answer_tokens"):
+        for name in (
+            "memory_dim",
+            "k",
+            "memory_tokens",
+            "question_dim",
+            "max_answer_tokens",
+            "word_buckets",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         super().__post_init__(**kwargs)
@@ -110,8 +126,10 @@ class MemoryAnswerer(PreTrainedModel):
         self.lm = base_model_from_config(lm_config)
         self.memory_in = nn.Linear(config.memory_dim, hidden)
         self.time_in = nn.Linear(config.memory_dim, hidden)
+        self.relevance_in = nn.Linear(1, hidden)  # how well each selected clip fit the question
         self.question_in = nn.Linear(config.question_dim, config.question_tokens * hidden)
-        self.token_embed = nn.Embedding(len(config.tokens), hidden)
+        # output tokens, then the hashed buckets of other question words
+        self.token_embed = nn.Embedding(len(config.tokens) + config.word_buckets, hidden)
         self.head = nn.Linear(hidden, len(config.tokens))
         self.post_init()
 
@@ -126,6 +144,17 @@ class MemoryAnswerer(PreTrainedModel):
             if unknown or len(words) > self.config.max_answer_tokens:
                 raise ValueError(f"answer {list(words)} has unknown words or is too long")
             ids[row, : len(words) + 1] = torch.tensor([index[w] for w in words] + [EOS_ID])
+        return ids
+
+    def encode_questions(self, questions: Sequence[str] | None, batch: int) -> torch.Tensor:
+        """Question texts -> (B, question_words) word ids, PAD after (all PAD when None)."""
+        cfg, index = self.config, {w: i for i, w in enumerate(self.config.tokens)}
+        ids = torch.full((batch, cfg.question_words), PAD_ID, dtype=torch.long)
+        for row, text in enumerate(questions or []):
+            words = re.findall(r"[a-z]+|[0-9]", text.lower())[: cfg.question_words]
+            for col, word in enumerate(words):
+                bucket = len(cfg.tokens) + zlib.crc32(word.encode()) % cfg.word_buckets
+                ids[row, col] = index.get(word, bucket)
         return ids
 
     def decode_ids(self, ids: Sequence[int]) -> str:
@@ -144,8 +173,15 @@ class MemoryAnswerer(PreTrainedModel):
         memories: torch.Tensor,
         question_emb: torch.Tensor,
         clip_index: torch.Tensor | None = None,
+        questions: Sequence[str] | None = None,
+        relevance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K*M, D), (B, E), (B, K) -> prefix embeddings (B, K*M+Qt, H), mask (B, K*M+Qt)."""
+        """(B, K*M, D), (B, E), (B, K), B texts, (B, K) -> prefix embeddings (B, S, H) and
+        its mask (B, S), S = K*M + question_tokens + question_words.
+
+        ``relevance``: the selection score (cosine) of each selected clip, added to its
+        memory tokens with the clip-time code: which of the K clips answer the question.
+        """
         cfg = self.config
         batch = memories.shape[0]
         expected = (batch, cfg.k * cfg.memory_tokens, cfg.memory_dim)
@@ -156,11 +192,15 @@ class MemoryAnswerer(PreTrainedModel):
             clip_index = torch.arange(cfg.k, device=memories.device).expand(batch, -1)
         mem = self.memory_in(memories.to(self.memory_in.weight.dtype))  # (B, K*M, H)
         time = self.time_in(clip_time_code(clip_index, cfg.memory_dim))  # (B, K, H)
+        if relevance is not None:
+            time = time + self.relevance_in(relevance.to(mem.dtype).unsqueeze(-1))  # (B, K, H)
         mem = mem + time.repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M, H)
         question = self.question_in(question_emb.to(mem.dtype)).view(batch, cfg.question_tokens, -1)
         valid = (clip_index >= 0).repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M)
-        mask = torch.cat([valid, valid.new_ones(batch, cfg.question_tokens)], dim=1)
-        return torch.cat([mem, question], dim=1), mask.long()
+        words = self.encode_questions(questions, batch).to(memories.device)  # (B, Lq)
+        mask = torch.cat([valid, valid.new_ones(batch, cfg.question_tokens), words != PAD_ID], 1)
+        prefix = torch.cat([mem, question, self.token_embed(words)], dim=1)
+        return prefix, mask.long()
 
     def logits(self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""
@@ -177,9 +217,11 @@ class MemoryAnswerer(PreTrainedModel):
         question_emb: torch.Tensor,
         answer_ids: torch.Tensor,
         clip_index: torch.Tensor | None = None,
+        questions: Sequence[str] | None = None,
+        relevance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced mean CE over answer words and EOS (PAD ignored): a scalar."""
-        prefix, mask = self.prefix(memories, question_emb, clip_index)
+        prefix, mask = self.prefix(memories, question_emb, clip_index, questions, relevance)
         logits = self.logits(prefix, mask, answer_ids[:, :-1])  # predicts answer_ids
         targets = answer_ids.masked_fill(answer_ids == PAD_ID, -100)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -190,13 +232,15 @@ class MemoryAnswerer(PreTrainedModel):
         memories: torch.Tensor,
         question_emb: torch.Tensor,
         clip_index: torch.Tensor | None = None,
+        questions: Sequence[str] | None = None,
+        relevance: torch.Tensor | None = None,
     ) -> list[str]:
         """Greedy decoding, at most max_answer_tokens words: one string per row."""
-        prefix, mask = self.prefix(memories, question_emb, clip_index)
+        prefix, mask = self.prefix(memories, question_emb, clip_index, questions, relevance)
         ids = prefix.new_zeros((prefix.shape[0], 0), dtype=torch.long)
         for _ in range(self.config.max_answer_tokens + 1):
             logits = self.logits(prefix, mask, ids)[:, -1]  # (B, V)
-            logits[:, [PAD_ID, BOS_ID]] = float("-inf")
+            logits[:, [PAD_ID, BOS_ID]] = float("-inf")  # the head has no bucket outputs
             ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
             if (ids == EOS_ID).any(dim=1).all():
                 break

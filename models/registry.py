@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from models.bundled import bundle_available, bundle_digest, write_bundled_checkpoint
 from models.compose import compose_model
 from models.config import VMemModelConfig
 from models.vmem import VMemModel
@@ -56,12 +57,15 @@ def resolve_checkpoint(
     encoder_lm: str | None = None,
     question_model: str | None = None,
     encoder_lm_layers: int | None = None,
+    trained: bool = False,
 ) -> Path:
     """The checkpoint folder to load: ``path`` itself, or a model built once into the cache.
 
-    Without ``path`` the model is the tiny default (``tiny-seed{seed}-{hash}``) or, when parts
-    are given, the default composed with those pretrained parts (``composed-{hash}``, the
-    hash covering the parts' bytes, the layer count and the seed). It is written to a
+    Without ``path`` the model is, with ``trained``, the trained default committed in
+    ``models/bundled`` (``trained-{hash}``, see models.bundled); otherwise the tiny default
+    with random weights (``tiny-seed{seed}-{hash}``); or, when parts are given, the default
+    composed with those pretrained parts (``composed-{hash}``, the hash covering the parts'
+    bytes, the layer count and the seed). It is written to a
     temporary sibling folder and renamed into place, so concurrent processes either win the
     rename or find the finished folder, never a partial one.
     """
@@ -78,13 +82,16 @@ def resolve_checkpoint(
             raise FileNotFoundError(f"no checkpoint (config.json) in {folder}")
         return folder
     cache_dir = Path(cache_dir)
+    if not composing and trained and bundle_available():
+        return _materialise(cache_dir / f"trained-{bundle_digest()}", write_bundled_checkpoint)
     if not composing:
         target = cache_dir / f"tiny-seed{seed}-{default_config_hash()}"
-        return _materialise(target, lambda: build_default_model(seed))
+        return _materialise(target, lambda tmp: build_default_model(seed).save_pretrained(tmp))
 
-    def build() -> VMemModel:
+    def build(tmp: Path) -> None:
         with _BUILD_LOCK:
-            return compose_model(vision_model, encoder_lm, question_model, encoder_lm_layers, seed)
+            model = compose_model(vision_model, encoder_lm, question_model, encoder_lm_layers, seed)
+        model.save_pretrained(tmp)
 
     key = {
         "vision_model": vision_model and part_digest(vision_model),
@@ -98,14 +105,14 @@ def resolve_checkpoint(
     return _materialise(cache_dir / f"composed-{digest}", build)
 
 
-def _materialise(target: Path, build: Callable[[], VMemModel]) -> Path:
-    """Save ``build()`` into ``target`` once, atomically (temporary sibling, then rename)."""
+def _materialise(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(folder)`` for ``target`` once, atomically (temporary sibling, then rename)."""
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build().save_pretrained(tmp)
+        write(tmp)
         tmp.rename(target)
     except OSError:
         if not (target / "config.json").is_file():  # not a lost race: a real failure

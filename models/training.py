@@ -106,17 +106,19 @@ def select_memories(
     tau: float = 1.0,
     bias: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The K clips that fit each question best, in time order, as K*M tokens.
 
     questions (B, Q), indicators (B, N, Q), memories (B, N, M, D) ->
-    tokens (B, K*M, D) and clip indices (B, K) (-1 and zero tokens for slots a video
-    shorter than K clips cannot fill). Training: Gumbel-TopK over scores/temperature with
-    straight-through weights, so the answer loss reaches the indicators; ``bias`` (B, N) is
-    added to the scores first (e.g. to force evidence clips in). Inference: plain TopK.
+    tokens (B, K*M, D), clip indices (B, K) and their cosine scores (B, K, detached) (-1,
+    zero tokens and score 0 for slots a video shorter than K clips cannot fill).
+    Training: Gumbel-TopK over scores/temperature with straight-through weights, so the
+    answer loss reaches the indicators; ``bias`` (B, N) is added to the scores first (e.g.
+    to force evidence clips in). Inference: plain TopK.
     """
     batch, n_clips, m_tokens, dim = memories.shape
-    scores = clip_scores(questions, indicators) / temperature  # (B, N)
+    cosine = clip_scores(questions, indicators)  # (B, N)
+    scores = cosine / temperature
     if bias is not None:
         scores = scores + bias
     flat = memories.flatten(2)  # (B, N, M*D)
@@ -127,10 +129,12 @@ def select_memories(
     else:
         index = topk_select(scores, take)  # (B, take)
         chosen = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    relevance = cosine.detach().gather(1, index)  # (B, take)
     if take < k:  # pad to the constant budget
         chosen = F.pad(chosen, (0, 0, 0, k - take))
         index = F.pad(index, (0, k - take), value=-1)
-    return chosen.reshape(batch, k * m_tokens, dim), index
+        relevance = F.pad(relevance, (0, k - take))
+    return chosen.reshape(batch, k * m_tokens, dim), index, relevance
 
 
 def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
@@ -143,14 +147,18 @@ def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
     return positives[rows].gather(1, top).any(dim=1).float().mean().item()
 
 
-def question_inputs(model, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def question_inputs(
+    model, questions: list[str], pooled: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass of the question encoder: unit embeddings (B, Q) and its pooled text (B, H).
 
     The pooled text (before the projection into the indicator space) is what the answerer
-    reads: it keeps what the question asks, not only where to look.
+    reads: it keeps what the question asks, not only where to look. A frozen pretrained text
+    model gives the same pooled text every time, so training may pass it in (``pooled``).
     """
     encoder = model.question_encoder
-    pooled = encoder.embed(questions)  # (B, H)
+    if pooled is None:
+        pooled = encoder.embed(questions)  # (B, H)
     unit = F.normalize(encoder.proj(pooled.to(encoder.proj.weight.dtype)), dim=-1)  # (B, Q)
     return unit, pooled
 
@@ -158,7 +166,7 @@ def question_inputs(model, questions: list[str]) -> tuple[torch.Tensor, torch.Te
 def training_losses(
     model,
     answerer,
-    frames: torch.Tensor,
+    frames: torch.Tensor | None,
     questions: list[str],
     video_of: torch.Tensor,
     positives: torch.Tensor,
@@ -172,19 +180,26 @@ def training_losses(
     aux_head=None,
     clip_labels: torch.Tensor | None = None,
     aux_weight: float = 1.0,
+    tokens: torch.Tensor | None = None,
+    pooled: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
-    frames (B, N, T, H, W, 3) uint8; questions: Bq texts; video_of (Bq,) video row of each;
-    positives (Bq, N) bool evidence clips; answer_ids (Bq, L); oracle (Bq,) bool: rows whose
-    evidence clips are forced into the selection (helps the answerer learn before the
-    selector does). Returns ``answer`` (CE), ``align`` (InfoNCE of the archive-stage and
-    the video-conditioned question) and ``loss`` = answer + align (+ ``aux_weight`` *
-    ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits) against
-    ``clip_labels`` (B, N, C) when both are given).
+    frames (B, N, T, H, W, 3) uint8, or (with a frozen backbone) their cached frame tokens
+    ``tokens`` (B, N, T*P, D) and frames None; questions: Bq texts; video_of (Bq,) video row
+    of each; positives (Bq, N) bool evidence clips; answer_ids (Bq, L); oracle (Bq,) bool:
+    rows whose evidence clips are forced into the selection (helps the answerer learn before
+    the selector does); ``pooled`` (Bq, H): the frozen text model's cached question
+    embeddings (computed here when None). Returns ``answer`` (CE), ``align`` (InfoNCE of
+    the archive-stage and the video-conditioned question) and ``loss`` = answer + align
+    (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
+    against ``clip_labels`` (B, N, C) when both are given).
     """
-    memories, indicators = encode_video_clips(model, frames, detach_every=detach_every)
-    q_raw, pooled = question_inputs(model, questions)  # (Bq, Q), (Bq, H)
+    if tokens is not None:
+        memories, indicators = stream_clips(model, tokens, detach_every=detach_every)
+    else:
+        memories, indicators = encode_video_clips(model, frames, detach_every=detach_every)
+    q_raw, pooled = question_inputs(model, questions, pooled)  # (Bq, Q), (Bq, H)
     mem_q, ind_q = memories[video_of], indicators[video_of]  # (Bq, N, M, D), (Bq, N, Q)
     q_cond = model.condition_questions(q_raw, mem_q[:, -1])  # (Bq, Q)
     align = alignment_loss(q_raw, ind_q, positives, temperature)
@@ -192,10 +207,10 @@ def training_losses(
     bias = None
     if oracle is not None:
         bias = (positives & oracle.view(-1, 1)).to(q_cond.dtype) * 1e3  # (Bq, N)
-    tokens, index = select_memories(
+    tokens, index, relevance = select_memories(
         q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
-    answer = answerer(tokens, pooled, answer_ids, clip_index=index)
+    answer = answerer(tokens, pooled, answer_ids, index, questions, relevance)
     losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
     if aux_head is not None and clip_labels is not None:
         aux = clip_label_loss(aux_head(memories), clip_labels)  # (B, N, C) targets

@@ -1,4 +1,9 @@
-"""Frame encoder: any HF vision backbone, pooled to P tokens per frame in the memory space."""
+"""Frame encoder: any HF vision backbone, pooled to P tokens per frame in the memory space.
+
+Transformers (ViT, CLIP, SigLIP) give a token sequence, whose patch tokens are kept (CLS or
+register tokens dropped); convolutional nets (ResNet, ConvNeXt) give a feature map, whose
+cells are the tokens. Either way the tokens are average-pooled to P and projected to D.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,12 @@ def _side(value: int | Sequence[int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+def feature_width(config: PreTrainedConfig) -> int:
+    """Channels of the backbone's last hidden state (``hidden_sizes[-1]`` for conv nets)."""
+    sizes = getattr(config, "hidden_sizes", None)
+    return int(sizes[-1]) if sizes else int(config.hidden_size)
+
+
 class VisionBackbone(nn.Module):
     """uint8 RGB frames -> P tokens of size D per frame.
 
@@ -41,10 +52,13 @@ class VisionBackbone(nn.Module):
         config = vision_tower_config(config)
         self.model = base_model_from_config(config)
         self.image_size = _side(config.image_size)  # (h, w) the backbone expects
-        patch = _side(config.patch_size)
-        self.num_patches = (self.image_size[0] // patch[0]) * (self.image_size[1] // patch[1])
+        patch = getattr(config, "patch_size", None)  # transformers only
+        patch = _side(patch) if patch else None
+        self.num_patches = (
+            (self.image_size[0] // patch[0]) * (self.image_size[1] // patch[1]) if patch else None
+        )
         self.frame_tokens = frame_tokens
-        self.proj = nn.Linear(config.hidden_size, hidden_size)
+        self.proj = nn.Linear(feature_width(config), hidden_size)
         # plain tuples, not buffers: nothing to lose when HF builds the model on the meta device
         self.image_mean = tuple(float(v) for v in image_mean)
         self.image_std = tuple(float(v) for v in image_std)
@@ -64,7 +78,10 @@ class VisionBackbone(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 -> (N, P, D)."""
         pixels = self.preprocess(frames.to(self.proj.weight.device))
-        hidden = self.model(pixel_values=pixels).last_hidden_state  # (N, 1? + L, C)
-        patches = hidden[:, -self.num_patches :]  # (N, L, C): drop CLS / register tokens
+        hidden = self.model(pixel_values=pixels).last_hidden_state
+        if hidden.ndim == 4:  # a conv net's feature map (N, C, h, w): its cells are tokens
+            patches = hidden.flatten(2).transpose(1, 2)  # (N, h*w, C)
+        else:  # (N, 1? + L, C): drop CLS / register tokens
+            patches = hidden[:, -self.num_patches :]
         pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2), self.frame_tokens)  # (N, C, P)
         return self.proj(pooled.transpose(1, 2))  # (N, P, D)

@@ -41,8 +41,13 @@ class DecodeConfig(_Frozen):
 class ModelConfig(_Frozen):
     path: str | None = Field(
         None,
-        description="VMem checkpoint dir; None builds the tiny default model, or composes one "
-        "from the parts below",
+        description="VMem checkpoint dir; None: the trained default committed in models/bundled "
+        "(or the tiny random-weight default with untrained), or one composed from the parts below",
+    )
+    untrained: bool = Field(
+        False,
+        description="without path: the tiny default with random weights (seeded) instead of the "
+        "trained default; for tests and benchmarks of the pipeline itself",
     )
     vision_model: str | None = Field(
         None, description="HF vision model dir (ViT, CLIP, SigLIP, ...): the frame encoder"

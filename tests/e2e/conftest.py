@@ -47,7 +47,7 @@ def make_config(model_cache):
             storage=StorageConfig(
                 db=str(db), storage_options=storage_options or {}, commit_videos=2
             ),
-            model=ModelConfig(cache_dir=str(model_cache)),
+            model=ModelConfig(cache_dir=str(model_cache), untrained=True),
             encode=EncodeConfig(**{"batch_videos": 4, "num_decoders": 2, **encode}),
             query=QueryConfig(num_actors=1, max_videos=3),
         )

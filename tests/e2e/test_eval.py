@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from models.bundled import bundle_available
 
 pytestmark = pytest.mark.e2e
 
@@ -50,4 +51,9 @@ def test_eval_json_report_with_ablations_and_grid(
     assert report["answer_input_tokens"] == 4 * 8  # K x M with the defaults
     assert report["ablation_no_memory"]["questions"] == report["questions"]
     assert len(report["needle_grid"]) == 5  # one length x five depths
+    if bundle_available():  # the trained default carries an answerer: answers are scored
+        for variant in (report, report["ablation_no_memory"], report["ablation_last_k"]):
+            accuracy = variant["answer_accuracy"]
+            assert set(accuracy) <= {"counting", "history", "localisation", "ordering"}
+            assert accuracy and all(0.0 <= v <= 1.0 for v in accuracy.values())
     assert Path(report["needle_grid_files"]["png"]).stat().st_size > 0

@@ -6,7 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from flows.eval import iou, overlaps, score
+from actors.query import readable_answer
+from flows.eval import expected_answer, iou, overlaps, parse_range, score
 from flows.eval_report import grid_matrix, write_grid
 from flows.world_questions import QA
 from schemas.records import SelectedClip
@@ -28,15 +29,58 @@ def test_score_counts_recall_per_type_and_grounding_of_the_best_clip():
     zero = QA("how many?", "0", "counting", [], 64.0)
     result = score(
         [
-            (loc, [_clip(0, 16, 0.1), _clip(16, 32, 0.9)]),
-            (hist, [_clip(0, 16)]),
-            (zero, [_clip(0, 16)]),
+            (loc, [_clip(0, 16, 0.1), _clip(16, 32, 0.9)], None, SPANS),
+            (hist, [_clip(0, 16)], None, SPANS),
+            (zero, [_clip(0, 16)], None, SPANS),
         ]
     )
     assert result["recall_by_type"] == {"history": 0.0, "localisation": 1.0}
     assert result["recall_at_k"] == 0.5 and result["questions"] == 2
     assert result["grounding_iou"] == 1.0
+    assert "answer_accuracy" not in result  # nothing was answered
     assert math.isnan(score([])["recall_at_k"])
+
+
+SPANS = {0: (0.0, 16.0), 1: (16.0, 32.0), 2: (32.0, 48.0), 3: (48.0, 64.0)}
+
+
+def test_expected_answer_widens_localisation_to_clips():
+    loc = QA("when?", "20-37", "localisation", [(20.0, 37.0)], 64.0)
+    assert expected_answer(loc, SPANS) == "16-48"
+    hist = QA("before?", "red", "history", [(40.0, 48.0)], 64.0)
+    assert expected_answer(hist, SPANS) == "red"
+
+
+def test_score_answer_accuracy_per_type_and_answer_iou():
+    loc = QA("when?", "20-37", "localisation", [(20.0, 37.0)], 64.0)
+    hist = QA("before?", "red", "history", [(40.0, 48.0)], 64.0)
+    count = QA("how many?", "2", "counting", [(0.0, 4.0), (50.0, 54.0)], 64.0)
+    clips = [_clip(16, 32)]
+    result = score(
+        [
+            (loc, clips, "16-48", SPANS),  # right at clip granularity
+            (loc, clips, "0-16", SPANS),  # wrong range
+            (hist, clips, "blue", SPANS),
+            (count, clips, "2", SPANS),
+        ]
+    )
+    assert result["answer_accuracy"] == {"counting": 1.0, "history": 0.0, "localisation": 0.5}
+    assert result["answer_accuracy_all"] == 0.5
+    assert result["answer_iou"] == pytest.approx((17 / 32 + 0.0) / 2)
+
+
+def test_parse_range():
+    assert parse_range("16-48") == (16.0, 48.0)
+    assert parse_range("red") is None and parse_range(None) is None
+    assert parse_range("48-16") is None
+
+
+def test_readable_answer_joins_digits_and_maps_clip_ranges_to_seconds():
+    assert readable_answer("1 2", SPANS) == "12"
+    assert readable_answer("blue triangle", SPANS) == "blue triangle"
+    assert readable_answer("1 - 2", SPANS) == "16-48"
+    assert readable_answer("2 - 9", SPANS) == "2-9"  # a clip the video does not have
+    assert readable_answer("", SPANS) == ""
 
 
 def test_grid_files(tmp_path):

@@ -47,6 +47,27 @@ def test_reads_exactly_k_times_m_memory_tokens():
             answerer(torch.randn(3, wrong, 16), question, ids)
 
 
+def test_question_words_share_answer_ids_and_hash_the_rest():
+    answerer = make_answerer()
+    ids = answerer.encode_questions(["Which came first, the red circle or the blue square?"], 1)
+    tokens = answerer.config.tokens
+    words = [tokens[i] if i < len(tokens) else "#" for i in ids[0].tolist() if i != 0]
+    assert words == ["#", "#", "#", "#", "red", "circle", "#", "#", "blue", "square"]
+    assert ids.shape == (1, answerer.config.question_words)
+    assert ids[0, 0] == answerer.encode_questions(["which"], 1)[0, 0]  # stable hashing
+    assert answerer.encode_questions(None, 2).eq(0).all()
+
+
+def test_answer_depends_on_question_words_and_relevance():
+    answerer = make_answerer().eval()
+    memories, question = torch.randn(1, 6, 16), torch.randn(1, 8)
+    ids = answerer.encode_answers([["red"]])
+    plain = answerer(memories, question, ids)
+    worded = answerer(memories, question, ids, questions=["the red circle?"])
+    scored = answerer(memories, question, ids, relevance=torch.tensor([[0.9, -0.2]]))
+    assert not torch.isclose(plain, worded) and not torch.isclose(plain, scored)
+
+
 def test_clip_time_code_zero_for_padded_slots():
     code = clip_time_code(torch.tensor([[0, 3, -1]]), 16)
     assert code.shape == (1, 3, 16)
@@ -102,14 +123,19 @@ def test_select_memories_budget_and_order():
     indicators = torch.nn.functional.normalize(torch.randn(2, 5, 6, generator=gen), dim=-1)
     questions = indicators[:, 3]  # best fit: clip 3
     for training in (False, True):
-        tokens, index = select_memories(questions, indicators, memories, 2, training=training)
+        tokens, index, _ = select_memories(questions, indicators, memories, 2, training=training)
         assert tokens.shape == (2, 2 * 3, 4)
         assert (index[:, 0] < index[:, 1]).all()  # time order
-    tokens, index = select_memories(questions, indicators, memories, 2, training=False)
+    tokens, index, relevance = select_memories(questions, indicators, memories, 2, False)
     assert (index == 3).any(dim=1).all()
     assert torch.equal(tokens[0].view(2, 3, 4), memories[0, index[0]])
-    short, index = select_memories(questions, indicators[:, :1], memories[:, :1], 2, False)
+    cosine = torch.einsum("bq,bnq->bn", questions, indicators)
+    assert torch.allclose(relevance, cosine.gather(1, index))  # the selected clips' fit
+    short, index, relevance = select_memories(
+        questions, indicators[:, :1], memories[:, :1], 2, False
+    )
     assert short.shape == (2, 6, 4) and index[:, 1].eq(-1).all() and short[:, 3:].eq(0).all()
+    assert relevance[:, 1].eq(0).all()
 
 
 def test_gumbel_selection_passes_gradient_to_indicators():
@@ -117,7 +143,7 @@ def test_gumbel_selection_passes_gradient_to_indicators():
     memories = torch.randn(1, 4, 2, 3, generator=gen)
     indicators = torch.randn(1, 4, 5, generator=gen).requires_grad_()
     questions = torch.nn.functional.normalize(torch.randn(1, 5, generator=gen), dim=-1)
-    tokens, _ = select_memories(questions, indicators, memories, 2, training=True)
+    tokens, _, _ = select_memories(questions, indicators, memories, 2, training=True)
     (tokens * torch.randn_like(tokens)).sum().backward()
     assert indicators.grad is not None and indicators.grad.abs().sum() > 0
 

@@ -9,7 +9,7 @@ from models.config import VMemModelConfig
 def test_defaults_are_the_tiny_model():
     config = VMemModelConfig()
     assert (config.frame_tokens, config.clip_frames, config.memory_tokens) == (4, 16, 8)
-    assert config.vision().model_type == "vit" and config.vision().image_size == 64
+    assert config.vision().model_type == "resnet" and config.vision().image_size == 64
     assert config.encoder().model_type == "llama" and config.encoder().hidden_size == 64
     encoder = config.encoder()
     needed = 2 * config.memory_tokens + config.clip_frames * config.frame_tokens

@@ -1,0 +1,88 @@
+"""Turn a `vmem eval --json` report into the Markdown tables of EVAL.md.
+
+    .venv/bin/vmem eval --seed 5000 --minutes 10 --videos 3 --grid 1,5,15,30,60 --json \
+        > bench/eval/report.json
+    .venv/bin/python bench/eval_markdown.py bench/eval/report.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+TYPES = ("localisation", "history", "counting", "ordering")
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def variant_rows(report: dict) -> list[str]:
+    rows = [
+        "| variant | recall@K | grounding IoU | answer IoU | "
+        + " | ".join(f"recall {t}" for t in TYPES)
+        + " | "
+        + " | ".join(f"answer {t}" for t in TYPES)
+        + " |",
+        "|---" * (3 + 2 * len(TYPES) + 1) + "|",
+    ]
+    variants = {
+        "selection + memory (the model)": report,
+        "(a) memory propagation off": report.get("ablation_no_memory"),
+        "(b) last K clips, no selection": report.get("ablation_last_k"),
+    }
+    for name, metrics in variants.items():
+        if not metrics:
+            continue
+        recall = metrics.get("recall_by_type", {})
+        accuracy = metrics.get("answer_accuracy", {})
+        cells = [
+            name,
+            fmt(metrics.get("recall_at_k")),
+            fmt(metrics.get("grounding_iou")),
+            fmt(metrics.get("answer_iou")),
+            *(fmt(recall.get(t)) for t in TYPES),
+            *(fmt(accuracy.get(t)) for t in TYPES),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def grid_rows(report: dict) -> list[str]:
+    grid = report.get("needle_grid") or []
+    if not grid:
+        return []
+    depths = sorted({row["depth"] for row in grid})
+    lengths = sorted({row["minutes"] for row in grid})
+    cell = {(row["minutes"], row["depth"]): row["recall"] for row in grid}
+    rows = [
+        "| video length \\ needle depth | " + " | ".join(f"{d:.0%}" for d in depths) + " | mean |",
+        "|---" * (len(depths) + 2) + "|",
+    ]
+    for length in lengths:
+        values = [cell.get((length, d)) for d in depths]
+        known = [v for v in values if v is not None]
+        mean = sum(known) / len(known) if known else None
+        rows.append(
+            f"| {length:g} min | " + " | ".join(fmt(v) for v in values) + f" | {fmt(mean)} |"
+        )
+    return rows
+
+
+def main(path: str) -> None:
+    report = json.loads(open(path).read())
+    lines = variant_rows(report)
+    lines += [
+        "",
+        f"Questions with evidence: {report.get('questions')}; memory: "
+        f"{report['bytes_per_video_hour']:,} bytes per video-hour; the answering LM reads "
+        f"{report['answer_input_tokens']} memory tokens (K x M) whatever the video's length.",
+    ]
+    grid = grid_rows(report)
+    if grid:
+        lines += ["", "Needle recall@K (one needle scene per video):", "", *grid]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
