@@ -264,10 +264,14 @@ def train(
     ] = None,
 ):
     """Train the memory model on the procedural video world; writes an HF checkpoint."""
+    import logging
+
     import yaml
     from pydantic import ValidationError
 
     from flows.train import TrainConfig, train_flow
+
+    logging.getLogger("prefect.flow_runs").setLevel(logging.INFO)  # the run's progress lines
 
     overrides = {"out_dir": str(output), "base": base, "steps": steps}
     overrides = {k: v for k, v in overrides.items() if v is not None}
