@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import duckdb
 import lance
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from flows.answer import answer_flow
@@ -29,6 +31,13 @@ def ingested(tmp_path_factory, prefect_harness, ray_local, make_config, mixed_ar
     cfg = make_config(db)
     report = ingest_flow(str(mixed_archive), cfg)
     return cfg, report
+
+
+def _config_file(cfg) -> str:
+    """The ingest's config as a file, so CLI queries use the same (untrained) model."""
+    path = Path(cfg.storage.db).parent / "vmem.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return str(path)
 
 
 def _status(cfg) -> list[dict]:
@@ -90,7 +99,8 @@ def test_time_ranges_cover_each_video_in_order(ingested):
 def test_ask_returns_time_ranged_clips_in_time_order(ingested):
     cfg, _ = ingested
     result = CliRunner().invoke(
-        app, ["ask", "a red circle moving left", "--db", cfg.storage.db, "-k", "2", "--json"]
+        app,
+        ["ask", "a red circle moving left", "--config", _config_file(cfg), "-k", "2", "--json"],
     )
     assert result.exit_code == 0, result.output
     clips = [json.loads(line) for line in result.output.splitlines() if line.strip()]
@@ -109,7 +119,7 @@ def test_ask_where_prefilter_restricts_clips(ingested):
     cfg, _ = ingested
     result = CliRunner().invoke(
         app,
-        ["ask", "anything", "--db", cfg.storage.db, "--where", "t_start >= 16", "--json"],
+        ["ask", "anything", "--config", _config_file(cfg), "--where", "t_start >= 16", "--json"],
     )
     assert result.exit_code == 0, result.output
     clips = [json.loads(line) for line in result.output.splitlines() if line.strip()]
@@ -122,7 +132,7 @@ def test_sql_round_trip_with_relevance_and_filter(ingested):
         "SELECT video_id, t_start, t_end, score FROM memories "
         "WHERE t_start < 20 ORDER BY relevance('bikes on a road') LIMIT 5"
     )
-    result = CliRunner().invoke(app, ["sql", statement, "--db", cfg.storage.db, "--json"])
+    result = CliRunner().invoke(app, ["sql", statement, "--config", _config_file(cfg), "--json"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
     assert 0 < len(rows) <= 5
