@@ -27,27 +27,27 @@ from storage.lance import MemoryStore
 from storage.sql import SqlError, compile_sql, compile_where, execute
 
 CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
-CLIP_RANGE = re.compile(r"^(\d+)-(\d+)$")
+SLOT_RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
-def readable_answer(words: str, clip_times: dict[int, tuple[float, float]]) -> str:
+def readable_answer(words: str, slot_times: list[tuple[float, float]]) -> str:
     """The answerer's words as a user reads them.
 
-    Numbers are generated digit by digit ("1 2" -> "12"); a clip range ("3 - 5", what the
-    answerer says for "when ...?") becomes the seconds those clips cover ("48-96"), taken
-    from the stored clip times of the video. Anything else is left as it is.
+    Numbers are generated digit by digit ("1 2" -> "12"); a slot range ("2 - 3", what the
+    answerer says for "when ...?": the 2nd to 3rd of the selected clips, in time order)
+    becomes the seconds those clips cover ("48-96"). Anything else is left as it is.
     """
     tokens = words.split()
     if not tokens or not all(t.isdigit() or t in "-." for t in tokens):
         return words
     joined = "".join(tokens)
-    found = CLIP_RANGE.match(joined)
+    found = SLOT_RANGE.match(joined)
     if found is None:
         return joined
     first, last = int(found.group(1)), int(found.group(2))
-    if first > last or first not in clip_times or last not in clip_times:
+    if not 1 <= first <= last <= len(slot_times):
         return joined
-    return f"{clip_times[first][0]:g}-{clip_times[last][1]:g}"
+    return f"{slot_times[first - 1][0]:g}-{slot_times[last - 1][1]:g}"
 
 
 def _quote(value: str) -> str:
@@ -204,17 +204,8 @@ class QueryStage:
             answers = answerer.generate_answers(
                 flat, pooled, torch.from_numpy(index), texts, torch.from_numpy(relevance)
             )
-        times = self.store.clips_of_video(
-            [clips[0].video_id for clips in chosen], self.encoder,
-            ["video_id", "clip_index", "t_start", "t_end"],
-        ).to_pylist()  # fmt: skip
-        clip_times: dict[str, dict[int, tuple[float, float]]] = {}
-        for row in times:
-            clip_times.setdefault(row["video_id"], {})[row["clip_index"]] = (
-                row["t_start"], row["t_end"],
-            )  # fmt: skip
         for result, clips, text in zip(todo, chosen, answers, strict=True):
-            result.answer = readable_answer(text, clip_times.get(clips[0].video_id, {}))
+            result.answer = readable_answer(text, [(c.t_start, c.t_end) for c in clips])
 
     def _load_answerer(self) -> MemoryAnswerer:
         if self.answerer is None:

@@ -155,6 +155,7 @@ def batch_tensors(batch: list[VideoExample], answerer: MemoryAnswerer) -> dict:
         "positives": torch.from_numpy(np.concatenate([ex.positives for ex in batch])),
         "answer_ids": answerer.encode_answers([a for ex in batch for a in ex.answers]),
         "clip_labels": torch.from_numpy(np.stack([ex.labels for ex in batch])),
+        "slot_answers": torch.tensor([t == "localisation" for ex in batch for t in ex.qtypes]),
     }
 
 
@@ -192,6 +193,17 @@ def train_loop(
     return history
 
 
+def slots_to_clips(answer: str, index: list[int]) -> str | None:
+    """A slot answer ("1 - 2") as the clip indices of those slots ("1 4 - 1 5")."""
+    parts = answer.replace(" ", "").split("-")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    first, last = int(parts[0]) - 1, int(parts[1]) - 1
+    if not 0 <= first <= last < len(index) or index[last] < 0:
+        return None
+    return " ".join([*str(index[first]), "-", *str(index[last])])
+
+
 def random_recall(positives: np.ndarray, k: int) -> float:
     """Expected recall@K of picking K clips at random: 1 - C(N-P, K) / C(N, K), averaged."""
     rows = [p for p in positives if p.any()]
@@ -227,7 +239,9 @@ def evaluate(model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExa
             stats["recall_random"].append(random_recall(ex.positives, kk))
         tokens, index, relevance = select_memories(q_cond, ind, mem, k, training=False)
         answers = answerer.generate_answers(tokens, pooled, index, ex.questions, relevance)
-        for qtype, got, want in zip(ex.qtypes, answers, ex.answers, strict=True):
+        for row, (qtype, got, want) in enumerate(zip(ex.qtypes, answers, ex.answers, strict=True)):
+            if qtype == "localisation":  # slots -> the clip indices they hold
+                got = slots_to_clips(got, index[row].tolist())
             correct.setdefault(qtype, []).append(got == " ".join(want))
     out = {name: float(np.nanmean(v)) if v else float("nan") for name, v in stats.items()}
     out.update({f"accuracy_{t}": float(np.mean(v)) for t, v in sorted(correct.items())})

@@ -1,15 +1,16 @@
 """Training examples from procedural worlds: clips of rendered frames, questions, targets.
 
-Frames are rendered directly (no mp4) at the model's image size and sampled as ingest
-samples them: frame k at t = k / fps, grouped into clips of T frames, the short last clip
-padded by repeating its last frame. A clip is a positive for a question when its time range
-overlaps one of the question's evidence ranges.
+Frames are rendered directly (no mp4), as ingest would see them (``ingest_view``), and
+sampled as ingest samples them: frame k at t = k / fps, grouped into clips of T frames,
+the short last clip padded by repeating its last frame. A clip is a positive for a
+question when its time range overlaps one of the question's evidence ranges.
 
 Localisation answers are time ranges in seconds ("37-45"). The answerer reads memories,
-not timestamps, so the target is rewritten as the first and last clip indices that overlap
-the evidence ("2 - 2"): a few digits drawn from the clip-time codes the answerer gets with
-each selected clip, and exactly what the selection must find. ``clips_to_seconds`` maps
-it back to a time range.
+not timestamps: it answers with the selected slots that hold the evidence ("2 - 3", see
+``models.answer.slot_answer_words``, set per step after selection), whatever the video's
+length, and the query stage maps slots to their clips' seconds. Here the reference is
+the first and last clip indices that overlap the evidence ("1 4 - 1 5"), what a right
+slot answer must point at.
 """
 
 from __future__ import annotations
@@ -90,21 +91,12 @@ def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
 
 
 def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
-    """The answerer's target: clip indices for localisation, the answer's words otherwise."""
+    """The reference answer: clip indices for localisation (training replaces them by slot
+    numbers after selection), the answer's words otherwise."""
     if qa.qtype == "localisation":
         clips = np.flatnonzero(positives)
         return [*str(clips[0]), "-", *str(clips[-1])]
     return tokenize_answer(qa.answer)
-
-
-def clips_to_seconds(answer: str, clip_frames: int, fps: float = 1.0) -> str | None:
-    """A localisation answer ("2 - 3") back to seconds ("32-64"); None when malformed."""
-    parts = answer.replace(" ", "").split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        return None
-    first, last = int(parts[0]), int(parts[1])
-    seconds = clip_frames / fps
-    return f"{int(first * seconds)}-{int((last + 1) * seconds)}"
 
 
 def build_example(

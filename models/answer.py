@@ -191,7 +191,11 @@ class MemoryAnswerer(PreTrainedModel):
         if clip_index is None:
             clip_index = torch.arange(cfg.k, device=memories.device).expand(batch, -1)
         mem = self.memory_in(memories.to(self.memory_in.weight.dtype))  # (B, K*M, H)
-        time = self.time_in(clip_time_code(clip_index, cfg.memory_dim))  # (B, K, H)
+        # the slot (0..K-1, in time order), not the clip index: the same inputs whatever the
+        # video's length; "when" answers name slots (``slot_answer_words``)
+        slot = torch.arange(cfg.k, device=memories.device).expand(batch, -1)
+        slot = slot.masked_fill(clip_index < 0, -1)
+        time = self.time_in(clip_time_code(slot, cfg.memory_dim))  # (B, K, H)
         if relevance is not None:
             time = time + self.relevance_in(relevance.to(mem.dtype).unsqueeze(-1))  # (B, K, H)
         mem = mem + time.repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M, H)
@@ -248,6 +252,17 @@ class MemoryAnswerer(PreTrainedModel):
 
 
 ANSWERER_DIR = "answerer"  # the answerer's subfolder inside a trained VMem checkpoint
+
+
+def slot_answer_words(evidence: torch.Tensor, relevance: torch.Tensor) -> list[list[str]]:
+    """A "when" answer as selected slots: (B, K) bool slots holding evidence, (B, K) scores
+    -> per row ["first", "-", "last"] slot numbers from 1 (the best-scored slot when no
+    slot holds evidence). The query stage maps slots back to their clips' seconds."""
+    out = []
+    for row, scores in zip(evidence.tolist(), relevance.tolist(), strict=True):
+        slots = [i for i, hit in enumerate(row) if hit] or [int(torch.tensor(scores).argmax())]
+        out.append([*str(slots[0] + 1), "-", *str(slots[-1] + 1)])
+    return out
 
 
 AutoConfig.register(AnswererConfig.model_type, AnswererConfig, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.answer import slot_answer_words
 from models.aux_heads import clip_label_loss
 from models.select import gumbel_topk, topk_select
 
@@ -182,6 +183,7 @@ def training_losses(
     aux_weight: float = 1.0,
     tokens: torch.Tensor | None = None,
     pooled: torch.Tensor | None = None,
+    slot_answers: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -190,7 +192,9 @@ def training_losses(
     of each; positives (Bq, N) bool evidence clips; answer_ids (Bq, L); oracle (Bq,) bool:
     rows whose evidence clips are forced into the selection (helps the answerer learn before
     the selector does); ``pooled`` (Bq, H): the frozen text model's cached question
-    embeddings (computed here when None). Returns ``answer`` (CE), ``align`` (InfoNCE of
+    embeddings (computed here when None); ``slot_answers`` (Bq,) bool: rows whose target is
+    the selected slots holding evidence (``slot_answer_words``), set after selection.
+    Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
     against ``clip_labels`` (B, N, C) when both are given).
@@ -210,6 +214,13 @@ def training_losses(
     tokens, index, relevance = select_memories(
         q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
+    if slot_answers is not None and slot_answers.any():
+        valid = index >= 0
+        evidence = positives.gather(1, index.clamp_min(0)) & valid  # (Bq, K)
+        rows = slot_answers.nonzero().flatten()
+        words = slot_answer_words(evidence[rows], relevance[rows].masked_fill(~valid[rows], -2))
+        answer_ids = answer_ids.clone()
+        answer_ids[rows] = answerer.encode_answers(words)
     answer = answerer(tokens, pooled, answer_ids, index, questions, relevance)
     losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
     if aux_head is not None and clip_labels is not None:

@@ -75,12 +75,14 @@ def test_parse_range():
     assert parse_range("48-16") is None
 
 
-def test_readable_answer_joins_digits_and_maps_clip_ranges_to_seconds():
-    assert readable_answer("1 2", SPANS) == "12"
-    assert readable_answer("blue triangle", SPANS) == "blue triangle"
-    assert readable_answer("1 - 2", SPANS) == "16-48"
-    assert readable_answer("2 - 9", SPANS) == "2-9"  # a clip the video does not have
-    assert readable_answer("", SPANS) == ""
+def test_readable_answer_joins_digits_and_maps_slot_ranges_to_seconds():
+    slots = [(0.0, 16.0), (32.0, 48.0), (48.0, 64.0)]  # the selected clips, in time order
+    assert readable_answer("1 2", slots) == "12"
+    assert readable_answer("blue triangle", slots) == "blue triangle"
+    assert readable_answer("2 - 3", slots) == "32-64"
+    assert readable_answer("1 - 1", slots) == "0-16"
+    assert readable_answer("2 - 9", slots) == "2-9"  # a slot the selection does not have
+    assert readable_answer("", slots) == ""
 
 
 def test_grid_files(tmp_path):

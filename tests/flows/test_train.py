@@ -15,7 +15,6 @@ from flows.train_data import (
     build_example,
     clip_labels,
     clip_ranges,
-    clips_to_seconds,
     evidence_mask,
     render_clips,
 )
@@ -61,10 +60,9 @@ def test_example_targets_fit_the_answerer_vocabulary():
     for qa, answer, pos in zip(qas, ex.answers, ex.positives, strict=True):
         assert np.array_equal(pos, evidence_mask(qa, clip_ranges(120, 8, 16, 1.0)))
         if qa.qtype == "localisation":  # clip indices that cover the evidence seconds
-            seconds = clips_to_seconds(" ".join(answer), 16)
-            lo, hi = (int(v) for v in seconds.split("-"))
+            first, last = (int(v) for v in "".join(answer).split("-"))
             t0, t1 = qa.evidence[0]
-            assert lo <= t0 and t1 <= hi and pos.any()
+            assert first * 16 <= t0 and t1 <= (last + 1) * 16 and pos.any()
 
 
 def test_clip_labels_name_what_each_clip_and_the_one_before_show():
@@ -128,3 +126,12 @@ def test_smoke_run_loss_goes_down(smoke_run):
     assert losses[-fifth:].mean() < losses[:fifth].mean()
     metrics = json.loads((Path(smoke_run) / "metrics.json").read_text())
     assert {"recall_cond", "recall_random", "accuracy_counting"} <= set(metrics)
+
+
+def test_slots_to_clips_reads_a_slot_answer_as_clip_indices():
+    from flows.train import slots_to_clips
+
+    assert slots_to_clips("2 - 3", [4, 12, 13, 20]) == "1 2 - 1 3"
+    assert slots_to_clips("1 - 1", [0, 5, -1, -1]) == "0 - 0"
+    assert slots_to_clips("3 - 3", [0, 5, -1, -1]) is None  # an empty slot
+    assert slots_to_clips("red", [0, 1]) is None

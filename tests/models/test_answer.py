@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.answer import EOS_ID, AnswererConfig, MemoryAnswerer, clip_time_code
+from models.answer import (
+    EOS_ID,
+    AnswererConfig,
+    MemoryAnswerer,
+    clip_time_code,
+    slot_answer_words,
+)
 from models.aux_heads import ClipLabelHead
 from models.registry import build_default_model
 from models.training import (
@@ -66,6 +72,31 @@ def test_answer_depends_on_question_words_and_relevance():
     worded = answerer(memories, question, ids, questions=["the red circle?"])
     scored = answerer(memories, question, ids, relevance=torch.tensor([[0.9, -0.2]]))
     assert not torch.isclose(plain, worded) and not torch.isclose(plain, scored)
+
+
+def test_slot_answer_words_name_the_evidence_slots_or_the_best_guess():
+    evidence = torch.tensor([[False, True, True, False], [False, False, False, False]])
+    relevance = torch.tensor([[0.1, 0.9, 0.8, 0.0], [0.2, 0.1, 0.7, 0.3]])
+    assert slot_answer_words(evidence, relevance) == [["2", "-", "3"], ["3", "-", "3"]]
+
+
+def test_training_replaces_when_targets_by_selected_slots(model, make_clips):
+    question_dim = model.question_encoder.proj.in_features
+    answerer = make_answerer(
+        memory_dim=model.hidden_size, memory_tokens=model.memory_tokens, question_dim=question_dim
+    )
+    kwargs = dict(
+        frames=make_clips(3, seed=0).unsqueeze(0),  # one video of 3 clips
+        questions=["when?"],
+        video_of=torch.tensor([0]),
+        positives=torch.tensor([[False, True, False]]),
+        answer_ids=answerer.encode_answers([["red"]]),
+        k=2,
+        oracle=torch.tensor([True]),  # clip 1 is forced in: the target is a slot of it
+    )
+    plain = training_losses(model, answerer, **kwargs)["answer"]
+    slotted = training_losses(model, answerer, **kwargs, slot_answers=torch.tensor([True]))
+    assert not torch.isclose(plain, slotted["answer"])  # another target: "2 - 2" or "1 - 1"
 
 
 def test_clip_time_code_zero_for_padded_slots():
