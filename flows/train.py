@@ -21,6 +21,7 @@ import torch
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
+from actors.query import SLOT_RANGE
 from flows.train_data import (
     N_CLIP_LABELS,
     VideoExample,
@@ -195,10 +196,10 @@ def train_loop(
 
 def slots_to_clips(answer: str, index: list[int]) -> str | None:
     """A slot answer ("1 - 2") as the clip indices of those slots ("1 4 - 1 5")."""
-    parts = answer.replace(" ", "").split("-")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    found = SLOT_RANGE.match(answer.replace(" ", ""))  # the query stage's own parser
+    if found is None:
         return None
-    first, last = int(parts[0]) - 1, int(parts[1]) - 1
+    first, last = int(found.group(1)) - 1, int(found.group(2)) - 1
     if not 0 <= first <= last < len(index) or index[last] < 0:
         return None
     return " ".join([*str(index[first]), "-", *str(index[last])])

@@ -100,9 +100,9 @@ class AnswererConfig(PreTrainedConfig):
 
 
 def clip_time_code(clip_index: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal code of clip indices: (B, K) -> (B, K, dim); index -1 (padding) gets zeros.
+    """Sinusoidal code of positions: (B, K) -> (B, K, dim); position -1 (padding) gets zeros.
 
-    It tells the answerer WHEN each selected memory was, which localisation answers need.
+    The answerer codes each selected memory's slot (its place among the K, in time order).
     """
     half = dim // 2
     freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=clip_index.device) / half)
@@ -260,7 +260,9 @@ def slot_answer_words(evidence: torch.Tensor, relevance: torch.Tensor) -> list[l
     slot holds evidence). The query stage maps slots back to their clips' seconds."""
     out = []
     for row, scores in zip(evidence.tolist(), relevance.tolist(), strict=True):
-        slots = [i for i, hit in enumerate(row) if hit] or [int(torch.tensor(scores).argmax())]
+        slots = [i for i, hit in enumerate(row) if hit] or [
+            max(range(len(scores)), key=scores.__getitem__)
+        ]
         out.append([*str(slots[0] + 1), "-", *str(slots[-1] + 1)])
     return out
 
