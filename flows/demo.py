@@ -19,9 +19,9 @@ from flows.eval import expected_answer, has_answerer, video_clips
 from flows.ingest import ingest_flow
 from flows.samples import write_bad_inputs
 from flows.views import print_ingest_report
-from flows.world import make_world, write_ground_truth
+from flows.world import make_world
 from flows.world_questions import QA, make_questions
-from flows.world_render import write_world_video
+from flows.world_render import write_world_once
 from schemas.config import VMemConfig
 from schemas.records import Question
 from storage.lance import sql_literal
@@ -36,10 +36,7 @@ def write_demo_archive(archive: Path) -> list[tuple[str, list[QA]]]:
     videos = []
     for seed in DEMO_SEEDS:
         world = make_world(seed, DEMO_MINUTES * 60.0)
-        path = archive / f"world-{seed}.mp4"
-        if not path.exists():
-            write_world_video(world, path)
-            write_ground_truth(world, path)
+        path = write_world_once(world, archive / f"world-{seed}.mp4")
         videos.append((str(path.resolve()), make_questions(world, seed, per_type=2)))
     if not any(archive.glob("broken-*")):
         scratch = archive.parent / "bad-inputs"

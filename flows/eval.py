@@ -18,9 +18,9 @@ from actors.query import QueryStage
 from actors.runtime import BoundModel, bind_model
 from flows.eval_report import write_grid
 from flows.ingest import ingest_flow
-from flows.world import Obj, make_world, write_ground_truth
+from flows.world import Obj, make_world
 from flows.world_questions import QA, make_questions, needle_question
-from flows.world_render import write_world_video
+from flows.world_render import write_world_once
 from models.answer import ANSWERER_DIR
 from schemas.config import EncodeConfig, ModelConfig, QueryConfig, StorageConfig, VMemConfig
 from schemas.records import QueryResult, Question, SelectedClip
@@ -56,6 +56,11 @@ def _config(cfg: EvalConfig, db: Path, propagate: bool = True) -> VMemConfig:
     )
 
 
+def archive_dir(cfg: EvalConfig) -> Path:
+    """The held-out videos of one length: worlds of other lengths live in their own folder."""
+    return Path(cfg.workdir) / "archive" / f"{cfg.minutes:g}min"
+
+
 @task(name="write-worlds")
 def write_worlds(cfg: EvalConfig) -> list[tuple[str, list[QA]]]:
     """The held-out videos (mp4 + ground truth) and their questions."""
@@ -63,10 +68,7 @@ def write_worlds(cfg: EvalConfig) -> list[tuple[str, list[QA]]]:
     for i in range(cfg.videos):
         seed = cfg.seed + i
         world = make_world(seed, cfg.minutes * 60.0)
-        path = Path(cfg.workdir) / "archive" / f"world-{seed}.mp4"
-        if not path.exists():
-            write_world_video(world, path)
-            write_ground_truth(world, path)
+        path = write_world_once(world, archive_dir(cfg) / f"world-{seed}.mp4")
         out.append((str(path.resolve()), make_questions(world, seed, per_type=cfg.per_type)))
     return out
 
@@ -205,10 +207,7 @@ def needle_grid(cfg: EvalConfig) -> list[dict]:
     for minutes in cfg.grid_minutes:
         for depth in cfg.grid_depths:
             world = make_world(cfg.seed, minutes * 60.0, needle=NEEDLE, needle_depth=depth)
-            path = archive / f"needle-{minutes:g}min-{depth:.2f}.mp4"
-            if not path.exists():
-                write_world_video(world, path)
-                write_ground_truth(world, path)
+            path = write_world_once(world, archive / f"needle-{minutes:g}min-{depth:.2f}.mp4")
             videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
     vcfg = _config(cfg, Path(cfg.workdir) / "db-grid")
     ingest_flow(str(archive), vcfg)
@@ -224,7 +223,7 @@ def needle_grid(cfg: EvalConfig) -> list[dict]:
 def eval_flow(cfg: EvalConfig) -> dict:
     """Write held-out worlds -> ingest (and ablation a) -> ask -> score -> report."""
     videos = write_worlds(cfg)
-    archive = str(Path(cfg.workdir) / "archive")
+    archive = str(archive_dir(cfg))
     full = _config(cfg, Path(cfg.workdir) / "db")
     ingest_flow(archive, full)
     bound = bind_model(full)

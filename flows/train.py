@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.query import SLOT_RANGE
 from flows.train_data import (
+    LABEL_GROUPS,
     N_CLIP_LABELS,
     VideoExample,
     build_examples,
@@ -65,7 +66,7 @@ class TrainConfig(BaseModel):
     eval_seeds: list[int] = Field(default_factory=lambda: list(range(9000, 9010)))
     durations: list[float] = Field(default_factory=lambda: [60.0, 120.0, 180.0, 240.0])
     per_type: int = 6  # questions per type per world
-    steps: int = 5000  # stage 2: ~0.2 s/step on 2 cores (frame tokens and questions cached)
+    steps: int = 7000  # stage 2: ~0.17 s/step on 2 cores (frame tokens and questions cached)
     videos_per_step: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -74,13 +75,15 @@ class TrainConfig(BaseModel):
     gumbel_tau: float = 1.0
     detach_every: int | None = None  # truncate backprop through the carried memory
     oracle_prob: float = 0.5  # share of questions whose evidence clips are forced in
-    # weight of the per-clip content loss (models.aux_heads): what clip t and clip t-1 show,
-    # read from the memory tokens (4000 steps: counting 0.48 -> 0.68, localisation 0.28 ->
-    # 0.35 held out); 0: off
+    # weight of the per-clip label loss (models.aux_heads, flows.train_data.clip_labels): what
+    # clip t and clip t-1 show, each scene's predecessor, counts so far, motions, read from
+    # the memory tokens (the first two groups, at 4000 steps: counting 0.48 -> 0.68,
+    # localisation 0.28 -> 0.35 held out); 0: off
     aux_weight: float = 1.0
     answerer_width: int = 64  # hidden size of the answering LM
     answerer_layers: int = 2
-    vision_steps: int = 600  # stage 1 (frame labels, then frozen); 0: vision trains end to end
+    question_first: bool = True  # the answerer reads the question before the memories
+    vision_steps: int = 1200  # stage 1 (frame labels, then frozen); 0: vision trains end to end
     vision_frames: int = 32  # frames drawn per training world for stage 1
     vision_lr: float = 2e-3
     grad_clip: float = 1.0
@@ -125,6 +128,7 @@ def build_models(cfg: TrainConfig) -> tuple[VMemModel, MemoryAnswerer]:
                 memory_tokens=model.memory_tokens,
                 question_dim=model.question_encoder.proj.in_features,
                 vocab=answer_vocabulary(),
+                question_first=cfg.question_first,
                 lm_config={
                     **DEFAULT_ANSWER_LM,
                     "hidden_size": cfg.answerer_width,
@@ -164,7 +168,9 @@ def train_loop(
     cfg: TrainConfig, model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExample]
 ) -> list[dict]:
     """AdamW steps; returns one log row per step (loss, answer CE, alignment, seconds)."""
-    aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS) if cfg.aux_weight > 0 else None
+    aux_head = None
+    if cfg.aux_weight > 0:
+        aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS, groups=LABEL_GROUPS)
     extra = list(aux_head.parameters()) if aux_head is not None else []
     params = [p for p in [*model.parameters(), *answerer.parameters(), *extra] if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -281,12 +287,18 @@ def vision_stage(cfg: TrainConfig, model: VMemModel) -> dict:
 
 
 @torch.no_grad()
-def cache_questions(model: VMemModel, examples: list[VideoExample]) -> None:
-    """Pooled question embeddings of a frozen pretrained text model, computed once."""
+def cache_questions(model: VMemModel, examples: list[VideoExample], batch: int = 128) -> None:
+    """Pooled question embeddings of a frozen pretrained text model, computed once per
+    distinct text (templated questions repeat), in batches of similar length."""
     if any(p.requires_grad for p in model.question_encoder.model.parameters()):
         return  # the byte-level encoder trains: nothing to cache
+    texts = sorted({q for ex in examples for q in ex.questions}, key=len)
+    pooled = {}
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        pooled.update(zip(chunk, model.question_encoder.embed(chunk).numpy(), strict=True))
     for ex in examples:
-        ex.pooled = model.question_encoder.embed(ex.questions).numpy()
+        ex.pooled = np.stack([pooled[q] for q in ex.questions])
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flows.world import COLOURS, SHAPES, World, make_world
+from flows.world import COLOURS, MOTIONS, SHAPES, World, make_world
 from flows.world_questions import QA, make_questions, tokenize_answer
 from flows.world_render import ingest_view
 
@@ -64,22 +64,48 @@ def render_clips(world, clip_frames: int, image_size: int, fps: float = 1.0) -> 
 
 COMBOS = [(c, s) for c in COLOURS for s in SHAPES]
 CLIP_LABELS = [*COLOURS, *SHAPES, *(f"{c} {s}" for c, s in COMBOS)]
-N_CLIP_LABELS = 2 * len(CLIP_LABELS)  # what clip t shows, then what clip t-1 showed
+# "after" labels: a colour-shape pair seen in the clip, with the colour or the shape of the
+# single object of the scene just before its scene (what history questions ask)
+AFTER_LABELS = [f"{c} {s} after {p}" for c, s in COMBOS for p in (*COLOURS, *SHAPES)]
+SEEN_COUNTS = (1, 2, 3)  # "seen at least n times" (ordinal counts of scenes so far)
+SEEN_LABELS = [f"{c} {s} seen {n}" for c, s in COMBOS for n in SEEN_COUNTS]
+MOTION_LABELS = [f"{c} {s} {m}" for c, s in COMBOS for m in MOTIONS]  # what localisation asks
+LABEL_GROUPS = tuple(
+    len(g) for g in (CLIP_LABELS, CLIP_LABELS, AFTER_LABELS, SEEN_LABELS, MOTION_LABELS)
+)
+N_CLIP_LABELS = sum(LABEL_GROUPS)
 
 
 def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
-    """(N, 2 * L) multi-hot over ``CLIP_LABELS`` (colours, shapes, colour-shape pairs) of the
-    objects on screen during each clip, then those of the clip before (zeros for the first):
-    free auxiliary targets."""
+    """(N, sum(LABEL_GROUPS)) multi-hot free auxiliary targets of each clip, in five groups:
+    ``CLIP_LABELS`` (colours, shapes, colour-shape pairs) of the objects on screen during the
+    clip; the same for the clip before (zeros for the first); ``AFTER_LABELS`` of the scenes
+    the clip shows (their predecessor, possibly in an earlier clip, which only the carried
+    memory knows); ``SEEN_LABELS``: the pairs shown in at least 1, 2, 3 scenes up to the
+    clip's end (what counting asks); ``MOTION_LABELS``: the pairs on screen with their
+    motion."""
     index = {name: i for i, name in enumerate(CLIP_LABELS)}
+    after_index = {name: i for i, name in enumerate(AFTER_LABELS)}
     now = np.zeros((len(ranges), len(CLIP_LABELS)), dtype=np.float32)
-    for scene in world.scenes:
+    after = np.zeros((len(ranges), len(AFTER_LABELS)), dtype=np.float32)
+    starts = np.zeros((len(ranges), len(COMBOS)), dtype=np.float32)  # scenes first shown
+    moving = np.zeros((len(ranges), len(MOTION_LABELS)), dtype=np.float32)
+    for i, scene in enumerate(world.scenes):
         rows = (ranges[:, 0] < scene.t_end) & (ranges[:, 1] > scene.t_start)
+        before = world.scenes[i - 1].objects if i > 0 else []
         for obj in scene.objects:
             for name in (obj.colour, obj.shape, f"{obj.colour} {obj.shape}"):
                 now[rows, index[name]] = 1.0
-    before = np.concatenate([np.zeros_like(now[:1]), now[:-1]])
-    return np.concatenate([now, before], axis=1)
+            moving[rows, MOTION_LABELS.index(f"{obj.colour} {obj.shape} {obj.motion}")] = 1.0
+            if rows.any():
+                starts[np.argmax(rows), COMBOS.index(obj.combo)] += 1.0
+            if len(before) == 1:
+                for p in (before[0].colour, before[0].shape):
+                    after[rows, after_index[f"{obj.colour} {obj.shape} after {p}"]] = 1.0
+    previous = np.concatenate([np.zeros_like(now[:1]), now[:-1]])
+    counts = np.cumsum(starts, axis=0)[..., None]  # (N, combos, 1)
+    seen = (counts >= np.array(SEEN_COUNTS)).reshape(len(ranges), -1).astype(np.float32)
+    return np.concatenate([now, previous, after, seen, moving], axis=1)
 
 
 def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:

@@ -3,10 +3,11 @@
 The memory model can only remember what its frames' tokens tell apart. Learning shapes and
 colours through the answer loss alone (backpropagated through the streaming encoder over a
 whole video) is slow on CPU, while the world's ground truth labels every frame for free:
-the object's colour, shape and size and the background. A linear probe on the P pooled
-frame tokens is trained with the backbone on those labels; the probe is then dropped and
-the backbone frozen, so stage 2 computes each training frame's tokens once
-(``frame_token_cache``) instead of at every step.
+the object's colour, shape, size and place (a 5 x 5 grid of the frame) and the background.
+The place keeps where objects are, so the memory can tell moving left from moving right.
+A linear probe on the P pooled frame tokens is trained with the backbone on those labels;
+the probe is then dropped and the backbone frozen, so stage 2 computes each training
+frame's tokens once (``cache_tokens``) instead of at every step.
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from flows.world import BACKGROUNDS, COLOURS, SHAPES, SIZES, make_world
-from flows.world_render import ingest_view
+from flows.world_render import ingest_view, object_geometry
 
+PLACE_BINS = 5  # the object's centre, binned across (x) and down (y) the frame
 FRAME_LABELS = {  # what a frame shows -> its classes
     "colour": list(COLOURS),
     "shape": list(SHAPES),
     "size": list(SIZES),
     "background": list(BACKGROUNDS),
+    "x": list(range(PLACE_BINS)),
+    "y": list(range(PLACE_BINS)),
 }
+
+
+def place_bins(world, t: float) -> tuple[int, int]:
+    """Grid cell (x, y) of the first object's centre at ``t``, PLACE_BINS per axis."""
+    scene = world.scene_at(t)
+    w, h = world.width, world.height
+    cx, cy, _ = object_geometry(scene.objects[0], scene.progress(t), len(scene.objects), w, h)
+    return tuple(min(PLACE_BINS - 1, max(0, int(v * PLACE_BINS))) for v in (cx / w, cy / h))
 
 
 def frame_dataset(
@@ -38,7 +50,7 @@ def frame_dataset(
         for t in rng.uniform(0.0, duration_s, size=per_world):
             scene = world.scene_at(float(t))
             obj = scene.objects[0]
-            values = (obj.colour, obj.shape, obj.size, scene.background)
+            values = (obj.colour, obj.shape, obj.size, scene.background, *place_bins(world, t))
             pairs = zip(FRAME_LABELS, values, strict=True)
             labels.append([FRAME_LABELS[k].index(v) for k, v in pairs])
             frames.append(ingest_view(world, float(t), image_size))

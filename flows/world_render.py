@@ -22,6 +22,8 @@ from flows.world import (
     VERTICAL_TRAVEL,
     Obj,
     World,
+    ground_truth_path,
+    read_ground_truth,
     write_ground_truth,
 )
 
@@ -211,3 +213,21 @@ def write_world(world: World, path: str | Path, **video_options) -> tuple[Path, 
     """The mp4 and its ground truth beside it (``<video>.world.json``)."""
     video = write_world_video(world, path, **video_options)
     return video, write_ground_truth(world, video)
+
+
+def write_world_once(world: World, path: str | Path) -> Path:
+    """The world's video and ground truth at ``path``, written unless already there.
+
+    A video already at ``path`` is reused only if its ground truth is this world: another
+    world under the same name (another length, an older generator) is an error, since the
+    memories stored for that path would answer for the wrong video.
+    """
+    path = Path(path)
+    if path.exists():
+        if not ground_truth_path(path).exists() or read_ground_truth(path) != world:
+            raise ValueError(
+                f"{path} holds another world than seed {world.seed}, {world.duration_s:g} s; "
+                "use a fresh work directory"
+            )
+        return path
+    return write_world(world, path)[0]

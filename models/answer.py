@@ -72,6 +72,12 @@ class AnswererConfig(PreTrainedConfig):
     max_answer_tokens: int = 8
     # std of the normal init of the answerer's own layers
     initializer_range: float = 0.02
+    # gaps (in clips) to the previous selected clip are coded 1..max_gap (longer: max_gap),
+    # so the answerer tells adjacent clips (one scene across a clip boundary) from far ones
+    max_gap: int = 8
+    # read the question before the memories, so (causal) memory positions attend to it and
+    # each selected clip is read for what the question asks; False: memories first
+    question_first: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.lm_config = _as_config_dict(self.lm_config, DEFAULT_ANSWER_LM, "lm_config")
@@ -85,6 +91,7 @@ class AnswererConfig(PreTrainedConfig):
             "question_dim",
             "max_answer_tokens",
             "word_buckets",
+            "max_gap",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -112,6 +119,14 @@ def clip_time_code(clip_index: torch.Tensor, dim: int) -> torch.Tensor:
     return code * (clip_index >= 0).unsqueeze(-1).float()
 
 
+def selection_gaps(clip_index: torch.Tensor, max_gap: int) -> torch.Tensor:
+    """Clips between each selected clip and the one before it: (B, K) ascending indices (-1
+    pads at the end) -> (B, K) in 1..max_gap, 0 for the first slot and for padding."""
+    gaps = (clip_index[:, 1:] - clip_index[:, :-1]).clamp(1, max_gap)  # (B, K-1)
+    gaps = gaps.masked_fill(clip_index[:, 1:] < 0, 0)
+    return torch.cat([torch.zeros_like(clip_index[:, :1]), gaps], dim=1)
+
+
 class MemoryAnswerer(PreTrainedModel):
     """(K*M memories, question embedding) -> answer words (teacher-forced CE, greedy decode)."""
 
@@ -127,6 +142,7 @@ class MemoryAnswerer(PreTrainedModel):
         self.memory_in = nn.Linear(config.memory_dim, hidden)
         self.time_in = nn.Linear(config.memory_dim, hidden)
         self.relevance_in = nn.Linear(1, hidden)  # how well each selected clip fit the question
+        self.gap_in = nn.Embedding(config.max_gap + 1, hidden)  # 0: first or empty slot
         self.question_in = nn.Linear(config.question_dim, config.question_tokens * hidden)
         # output tokens, then the hashed buckets of other question words
         self.token_embed = nn.Embedding(len(config.tokens) + config.word_buckets, hidden)
@@ -196,15 +212,18 @@ class MemoryAnswerer(PreTrainedModel):
         slot = torch.arange(cfg.k, device=memories.device).expand(batch, -1)
         slot = slot.masked_fill(clip_index < 0, -1)
         time = self.time_in(clip_time_code(slot, cfg.memory_dim))  # (B, K, H)
+        time = time + self.gap_in(selection_gaps(clip_index, cfg.max_gap))
         if relevance is not None:
             time = time + self.relevance_in(relevance.to(mem.dtype).unsqueeze(-1))  # (B, K, H)
         mem = mem + time.repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M, H)
         question = self.question_in(question_emb.to(mem.dtype)).view(batch, cfg.question_tokens, -1)
         valid = (clip_index >= 0).repeat_interleave(cfg.memory_tokens, dim=1)  # (B, K*M)
         words = self.encode_questions(questions, batch).to(memories.device)  # (B, Lq)
-        mask = torch.cat([valid, valid.new_ones(batch, cfg.question_tokens), words != PAD_ID], 1)
-        prefix = torch.cat([mem, question, self.token_embed(words)], dim=1)
-        return prefix, mask.long()
+        parts = [(question, valid.new_ones(batch, cfg.question_tokens))]
+        parts += [(self.token_embed(words), words != PAD_ID)]
+        parts.insert(len(parts) if cfg.question_first else 0, (mem, valid))
+        prefix = torch.cat([p for p, _ in parts], dim=1)
+        return prefix, torch.cat([m for _, m in parts], dim=1).long()
 
     def logits(self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""

@@ -15,10 +15,19 @@ from torch import nn
 
 
 class ClipLabelHead(nn.Module):
-    """Memory (B, N, M, D) -> multi-label logits (B, N, C): a small MLP over the memory mean."""
+    """Memory (B, N, M, D) -> multi-label logits (B, N, C): a small MLP over the memory mean.
 
-    def __init__(self, memory_dim: int, n_labels: int, hidden: int = 128) -> None:
+    ``groups``: sizes of consecutive label groups (summing to C) whose mean losses are added
+    (``clip_label_loss``), so a large sparse group does not drown a small one.
+    """
+
+    def __init__(
+        self, memory_dim: int, n_labels: int, hidden: int = 128, groups: tuple[int, ...] = ()
+    ) -> None:
         super().__init__()
+        if groups and sum(groups) != n_labels:
+            raise ValueError(f"label groups {groups} do not add up to {n_labels} labels")
+        self.groups = tuple(groups) or (n_labels,)
         self.net = nn.Sequential(
             nn.Linear(memory_dim, hidden), nn.GELU(), nn.Linear(hidden, n_labels)
         )
@@ -27,6 +36,12 @@ class ClipLabelHead(nn.Module):
         return self.net(memories.mean(dim=-2))  # (..., M, D) -> (..., C)
 
 
-def clip_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of multi-hot labels: (B, N, C) logits and {0, 1} labels."""
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+def clip_label_loss(
+    logits: torch.Tensor, labels: torch.Tensor, groups: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """Binary cross-entropy of multi-hot labels, (B, N, C) logits and {0, 1} labels: the mean
+    over all C, or the sum of the means of consecutive label ``groups`` (sizes)."""
+    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    if not groups:
+        return losses.mean()
+    return sum(part.mean() for part in losses.split(list(groups), dim=-1))

@@ -224,7 +224,7 @@ def training_losses(
     answer = answerer(tokens, pooled, answer_ids, index, questions, relevance)
     losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
     if aux_head is not None and clip_labels is not None:
-        aux = clip_label_loss(aux_head(memories), clip_labels)  # (B, N, C) targets
+        aux = clip_label_loss(aux_head(memories), clip_labels, aux_head.groups)  # (B, N, C)
         losses["loss"] = losses["loss"] + aux_weight * aux
         losses["aux"] = aux.detach()
     return losses

@@ -2,11 +2,14 @@
 
 Transformers (ViT, CLIP, SigLIP) give a token sequence, whose patch tokens are kept (CLS or
 register tokens dropped); convolutional nets (ResNet, ConvNeXt) give a feature map, whose
-cells are the tokens. Either way the tokens are average-pooled to P and projected to D.
+cells are the tokens. Either way the tokens keep their 2-D layout: they are average-pooled
+to a grid of P cells (2 x 2 for P = 4), so where an object is, and where it moves, survives
+the pooling, and projected to D.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +36,12 @@ def feature_width(config: PreTrainedConfig) -> int:
     return int(sizes[-1]) if sizes else int(config.hidden_size)
 
 
+def pooling_grid(tokens: int) -> tuple[int, int]:
+    """The (rows, columns) grid of ``tokens`` cells closest to a square: 4 -> (2, 2)."""
+    rows = max(d for d in range(1, math.isqrt(tokens) + 1) if tokens % d == 0)
+    return rows, tokens // rows
+
+
 class VisionBackbone(nn.Module):
     """uint8 RGB frames -> P tokens of size D per frame.
 
@@ -54,9 +63,11 @@ class VisionBackbone(nn.Module):
         self.image_size = _side(config.image_size)  # (h, w) the backbone expects
         patch = getattr(config, "patch_size", None)  # transformers only
         patch = _side(patch) if patch else None
-        self.num_patches = (
-            (self.image_size[0] // patch[0]) * (self.image_size[1] // patch[1]) if patch else None
+        # a transformer's patch grid (rows, columns); conv nets give theirs in the output
+        self.patch_grid = (
+            (self.image_size[0] // patch[0], self.image_size[1] // patch[1]) if patch else None
         )
+        self.num_patches = self.patch_grid[0] * self.patch_grid[1] if patch else None
         self.frame_tokens = frame_tokens
         self.proj = nn.Linear(feature_width(config), hidden_size)
         # plain tuples, not buffers: nothing to lose when HF builds the model on the meta device
@@ -79,9 +90,8 @@ class VisionBackbone(nn.Module):
         """(N, H, W, 3) uint8 -> (N, P, D)."""
         pixels = self.preprocess(frames.to(self.proj.weight.device))
         hidden = self.model(pixel_values=pixels).last_hidden_state
-        if hidden.ndim == 4:  # a conv net's feature map (N, C, h, w): its cells are tokens
-            patches = hidden.flatten(2).transpose(1, 2)  # (N, h*w, C)
-        else:  # (N, 1? + L, C): drop CLS / register tokens
-            patches = hidden[:, -self.num_patches :]
-        pooled = F.adaptive_avg_pool1d(patches.transpose(1, 2), self.frame_tokens)  # (N, C, P)
-        return self.proj(pooled.transpose(1, 2))  # (N, P, D)
+        if hidden.ndim != 4:  # (N, 1? + L, C): drop CLS / register tokens, back to the grid
+            patches = hidden[:, -self.num_patches :].transpose(1, 2)  # (N, C, L)
+            hidden = patches.reshape(*patches.shape[:2], *self.patch_grid)  # (N, C, h, w)
+        pooled = F.adaptive_avg_pool2d(hidden, pooling_grid(self.frame_tokens))  # (N, C, r, c)
+        return self.proj(pooled.flatten(2).transpose(1, 2))  # (N, P, D), row by row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -10,8 +11,12 @@ import torch
 
 from flows.train import ANSWERER_DIR, TrainConfig, random_recall, train_flow
 from flows.train_data import (
+    AFTER_LABELS,
     CLIP_LABELS,
+    LABEL_GROUPS,
+    MOTION_LABELS,
     N_CLIP_LABELS,
+    SEEN_LABELS,
     build_example,
     clip_labels,
     clip_ranges,
@@ -70,14 +75,38 @@ def test_clip_labels_name_what_each_clip_and_the_one_before_show():
     ranges = clip_ranges(60, 4, 16, 1.0)
     labels = clip_labels(world, ranges)
     assert labels.shape == (4, N_CLIP_LABELS) and set(np.unique(labels)) <= {0.0, 1.0}
-    half = len(CLIP_LABELS)
-    assert not labels[0, half:].any()  # nothing before the first clip
-    assert np.array_equal(labels[1:, half:], labels[:-1, :half])
+    now, before, _, _, moving = np.split(labels, np.cumsum(LABEL_GROUPS)[:-1], axis=1)
+    assert not before[0].any()  # nothing before the first clip
+    assert np.array_equal(before[1:], now[:-1])
     scene = world.scene_at(20.0)  # on screen during clip 1 (16-32 s)
     for obj in scene.objects:
         for name in (obj.colour, obj.shape, f"{obj.colour} {obj.shape}"):
-            assert labels[1, CLIP_LABELS.index(name)] == 1.0
+            assert now[1, CLIP_LABELS.index(name)] == 1.0
+        assert moving[1, MOTION_LABELS.index(f"{obj.colour} {obj.shape} {obj.motion}")]
+    assert np.array_equal(moving.sum(axis=1) > 0, now.sum(axis=1) > 0)
     assert build_example(11, 60, 16, 32).labels.shape == (4, N_CLIP_LABELS)
+
+
+def test_clip_labels_name_each_scene_s_predecessor_and_what_was_seen_so_far():
+    world = make_world(12, 120)
+    ranges = clip_ranges(120, 8, 16, 1.0)
+    _, _, after, seen, _ = np.split(
+        clip_labels(world, ranges), np.cumsum(LABEL_GROUPS)[:-1], axis=1
+    )
+    for i in range(1, len(world.scenes)):
+        scene, (prev,) = world.scenes[i], world.scenes[i - 1].objects
+        clip = int(scene.t_start // 16)  # the clip where the scene starts
+        for obj in scene.objects:
+            for p in (prev.colour, prev.shape):
+                assert after[clip, AFTER_LABELS.index(f"{obj.colour} {obj.shape} after {p}")]
+    assert after.sum(axis=1).max() <= 2 * 2 * 3  # two names per scene, a few scenes per clip
+    assert np.all(np.diff(seen, axis=0) >= 0)  # once seen, always seen
+    shown = Counter(o.combo for s in world.scenes for o in s.objects)
+    expected = {f"{c} {s} seen {n}" for (c, s), k in shown.items() for n in range(1, min(k, 3) + 1)}
+    assert {SEEN_LABELS[j] for j in np.flatnonzero(seen[-1])} == expected
+    first = world.scenes[0].objects[0]
+    assert seen[0, SEEN_LABELS.index(f"{first.colour} {first.shape} seen 1")]
+    assert max(shown.values()) >= 2  # the world repeats a pair: counts above 1 are tested
 
 
 def test_random_recall_baseline():

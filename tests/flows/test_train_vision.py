@@ -6,7 +6,13 @@ import av
 import numpy as np
 import torch
 
-from flows.train_vision import FRAME_LABELS, frame_dataset, freeze, pretrain_vision
+from flows.train_vision import (
+    FRAME_LABELS,
+    frame_dataset,
+    freeze,
+    place_bins,
+    pretrain_vision,
+)
 from flows.world import make_world
 from flows.world_render import ingest_view, render_frame, write_world_video
 from models.registry import build_default_model
@@ -21,9 +27,20 @@ def test_frame_dataset_labels_follow_the_ground_truth():
     scene = world.scene_at(t)
     obj = scene.objects[0]
     assert [FRAME_LABELS[k][v] for k, v in zip(FRAME_LABELS, labels[0], strict=True)] == [
-        obj.colour, obj.shape, obj.size, scene.background,
+        obj.colour, obj.shape, obj.size, scene.background, *place_bins(world, t),
     ]  # fmt: skip
     assert np.array_equal(frames[0], ingest_view(world, t, 32))
+
+
+def test_place_bins_follow_the_motion():
+    world = make_world(5, 120.0)
+    scene = next(s for s in world.scenes if s.objects[0].motion in ("left", "right", "up", "down"))
+    start = place_bins(world, scene.t_start)
+    end = place_bins(world, scene.t_end - 1e-6)
+    motion = scene.objects[0].motion
+    axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[motion]
+    assert (end[axis] - start[axis]) * sign > 0  # the travel crosses at least one cell
+    assert all(0 <= v < 5 for v in (*start, *end))
 
 
 def test_ingest_view_matches_the_decoded_video(tmp_path):

@@ -29,7 +29,13 @@ from flows.world_questions import (
     needle_question,
     tokenize_answer,
 )
-from flows.world_render import TEXT_COLOUR, render_frame, text_bitmap, write_world
+from flows.world_render import (
+    TEXT_COLOUR,
+    render_frame,
+    text_bitmap,
+    write_world,
+    write_world_once,
+)
 
 NEEDLE = Obj("star", "yellow", "large", "left")
 _PHRASES = {p: m for m, pair in MOTION_PHRASES.items() for p in pair}
@@ -297,3 +303,14 @@ def test_ground_truth_file_round_trips(tmp_path):
     path = write_ground_truth(world, tmp_path / "gt.json")
     assert path == tmp_path / "gt.json" and read_ground_truth(path) == world
     assert needle_question(read_ground_truth(path), NEEDLE) == needle_question(world, NEEDLE)
+
+
+def test_write_world_once_reuses_the_same_world_and_refuses_another(tmp_path):
+    path = tmp_path / "world-7.mp4"
+    world = make_world(7, 6.0)
+    write_world_once(world, path)
+    written = path.stat().st_mtime_ns
+    assert write_world_once(make_world(7, 6.0), path) == path  # the same world: reused
+    assert path.stat().st_mtime_ns == written
+    with pytest.raises(ValueError, match="world-7.mp4 holds another world"):
+        write_world_once(make_world(7, 8.0), path)  # same name, another length

@@ -10,6 +10,7 @@ from models.answer import (
     AnswererConfig,
     MemoryAnswerer,
     clip_time_code,
+    selection_gaps,
     slot_answer_words,
 )
 from models.aux_heads import ClipLabelHead
@@ -99,6 +100,28 @@ def test_training_replaces_when_targets_by_selected_slots(model, make_clips):
     assert not torch.isclose(plain, slotted["answer"])  # another target: "2 - 2" or "1 - 1"
 
 
+def test_question_first_lets_the_memory_positions_read_the_question():
+    memories, question = torch.randn(1, 6, 16), torch.randn(1, 8)
+    texts = (["Which came first, the red circle or the blue square?"], ["How many stars?"])
+    for question_first in (False, True):
+        answerer = make_answerer(question_first=question_first).eval()
+        start = 2 + answerer.config.question_words if question_first else 0  # memories at
+        states = []
+        for text in texts:
+            prefix, mask = answerer.prefix(memories, question, questions=text)
+            assert prefix.shape[1] == 6 + 2 + answerer.config.question_words
+            assert mask[0, start : start + 6].all()
+            hidden = answerer.lm(inputs_embeds=prefix, attention_mask=mask).last_hidden_state
+            states.append(hidden[0, start : start + 6])
+        # causal attention: memories read after the question depend on it, before it do not
+        assert torch.allclose(*states) != question_first
+
+
+def test_selection_gaps_tell_adjacent_clips_from_far_ones():
+    index = torch.tensor([[2, 3, 9, 30], [0, 5, -1, -1]])
+    assert selection_gaps(index, 8).tolist() == [[0, 1, 6, 8], [0, 5, 0, 0]]
+
+
 def test_clip_time_code_zero_for_padded_slots():
     code = clip_time_code(torch.tensor([[0, 3, -1]]), 16)
     assert code.shape == (1, 3, 16)
@@ -118,9 +141,10 @@ def test_round_trip(tmp_path):
     )
 
 
-def test_overfits_a_tiny_batch():
+@pytest.mark.parametrize("question_first", [False, True])
+def test_overfits_a_tiny_batch(question_first):
     """The answer must come from the memories: two memory sets, two different answers."""
-    answerer = make_answerer(seed=1)
+    answerer = make_answerer(seed=1, question_first=question_first)
     gen = torch.Generator().manual_seed(0)
     memories = torch.randn(4, 6, 16, generator=gen)
     question = torch.randn(4, 8, generator=gen)

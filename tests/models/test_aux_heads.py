@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.aux_heads import ClipLabelHead, clip_label_loss
@@ -28,3 +29,17 @@ def test_head_learns_labels_that_the_memory_holds():
     assert loss.item() < 0.5 * first
     accuracy = ((head(memories) > 0).float() == labels).float().mean().item()
     assert accuracy > 0.9
+
+
+def test_grouped_loss_adds_the_mean_of_each_group():
+    logits, labels = torch.randn(2, 3, 6), (torch.rand(2, 3, 6) > 0.5).float()
+    whole = clip_label_loss(logits, labels)
+    grouped = clip_label_loss(logits, labels, (2, 4))
+    parts = [
+        clip_label_loss(logits[..., :2], labels[..., :2]),
+        clip_label_loss(logits[..., 2:], labels[..., 2:]),
+    ]
+    assert torch.isclose(grouped, sum(parts)) and not torch.isclose(grouped, whole)
+    assert ClipLabelHead(8, 6, groups=(2, 4)).groups == (2, 4)
+    with pytest.raises(ValueError, match="do not add up"):
+        ClipLabelHead(8, 6, groups=(2, 3))

@@ -1,0 +1,87 @@
+"""Held-out answer accuracy and recall of a trained checkpoint on rendered worlds, plus a
+memory probe: how much of each auxiliary label group a fresh head can read from the frozen
+memories (what the memory holds, whatever the answerer makes of it).
+
+    .venv/bin/python bench/heldout_check.py CHECKPOINT [--worlds 40] [--minutes 0] [--probe]
+
+``--minutes 0`` uses the training durations (1-4 minutes) on seeds 9000+, otherwise worlds
+of that length on seeds 9100+. Frames are rendered as ingest sees them (no codec), so this
+is faster than ``vmem eval`` and isolates the model from the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from flows.train import evaluate
+from flows.train_data import LABEL_GROUPS, build_examples
+from models.answer import ANSWERER_DIR, MemoryAnswerer
+from models.aux_heads import ClipLabelHead, clip_label_loss
+from models.training import encode_video_clips
+from models.vmem import VMemModel
+
+GROUP_NAMES = ("now", "before", "after", "seen", "motion")
+
+
+def memory_probe(model, train, held, steps: int = 1500) -> dict[str, dict[str, float]]:
+    """F1 per label group of a fresh ClipLabelHead trained on frozen memories."""
+
+    @torch.no_grad()
+    def memories(examples):
+        mem = [encode_video_clips(model, torch.from_numpy(e.frames))[0] for e in examples]
+        return torch.cat(mem), torch.from_numpy(np.concatenate([e.labels for e in examples]))
+
+    (train_m, train_l), (held_m, held_l) = memories(train), memories(held)
+    head = ClipLabelHead(model.hidden_size, train_l.shape[1], groups=LABEL_GROUPS)
+    optim = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        pick = torch.randint(len(train_m), (256,), generator=gen)
+        loss = clip_label_loss(head(train_m[pick]), train_l[pick], LABEL_GROUPS)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    out = {}
+    with torch.no_grad():
+        for name, mem, labels in (("train", train_m, train_l), ("held", held_m, held_l)):
+            pred = (head(mem) > 0).float()
+            groups = list(LABEL_GROUPS)
+            parts = zip(pred.split(groups, -1), labels.split(groups, -1), strict=True)
+            out[name] = {
+                g: round((2 * (p * t).sum() / (p.sum() + t.sum()).clamp_min(1)).item(), 3)
+                for g, (p, t) in zip(GROUP_NAMES, parts, strict=True)
+            }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--worlds", type=int, default=40)
+    parser.add_argument("--minutes", type=float, default=0.0)
+    parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = VMemModel.from_pretrained(args.checkpoint).eval()
+    answerer = MemoryAnswerer.from_pretrained(f"{args.checkpoint}/{ANSWERER_DIR}").eval()
+    cfg = json.load(open(f"{args.checkpoint}/train_config.json"))
+    if args.minutes:
+        seeds, durations = range(9100, 9100 + args.worlds), (args.minutes * 60.0,)
+    else:
+        seeds, durations = range(9000, 9000 + args.worlds), tuple(cfg["durations"])
+    shape = (model.clip_frames, model.image_size, cfg["per_type"])
+    held = build_examples(list(seeds), durations, *shape)
+    report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
+    if args.probe:
+        train = build_examples(cfg["train_seeds"][:200], tuple(cfg["durations"]), *shape)
+        report["memory_probe_f1"] = memory_probe(model, train, held)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
