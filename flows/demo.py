@@ -13,9 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from actors.query import QueryStage
 from actors.runtime import bind_model
-from flows.eval import expected_answer, has_answerer, video_clips
+from flows.eval import expected_answer, has_answerer, select_for
 from flows.ingest import ingest_flow
 from flows.samples import write_bad_inputs
 from flows.views import print_ingest_report
@@ -23,8 +22,6 @@ from flows.world import make_world
 from flows.world_questions import QA, make_questions
 from flows.world_render import write_world_once
 from schemas.config import VMemConfig
-from schemas.records import Question
-from storage.lance import sql_literal
 
 DEMO_SEEDS = (7000, 7001)  # training uses 1000-2199 (held-out check 9000-9009), eval 5000+
 DEMO_MINUTES = 3.0
@@ -55,26 +52,20 @@ def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> dict:
     videos = write_demo_archive(archive)
     print_ingest_report(console, ingest_flow(str(archive), cfg))
     bound = bind_model(cfg)
-    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     answering = has_answerer(bound)
     table = Table(title="questions about the demo worlds (each asked of its own video)")
     for column in ("video", "question", "answer", "truth", "", "selected clips (s)"):
         table.add_column(column)
     by_type: dict[str, list[bool]] = {}
+    asked = iter(select_for(bound, videos, answer=answering))  # in the order of ``videos``
     for uri, qas in videos:
-        where = f"uri = {sql_literal(uri)}"
-        results = stage.select([Question(question=qa.question, where=where) for qa in qas])
-        if answering:
-            stage.answer(results)
-        spans = {c.clip_index: (c.t_start, c.t_end) for c in video_clips(stage, uri)}
-        for qa, result in zip(qas, results, strict=True):
+        for qa, clips, answer, spans in (next(asked) for _ in qas):
             truth = expected_answer(qa, spans)
-            right = result.answer == truth
+            right = answer == truth
             by_type.setdefault(qa.qtype, []).append(right)
-            clips = ", ".join(f"{c.t_start:g}-{c.t_end:g}" for c in result.clips)
+            said = ", ".join(f"{c.t_start:g}-{c.t_end:g}" for c in clips)
             mark = ("[green]right[/]" if right else "[red]wrong[/]") if answering else ""
-            row = (Path(uri).name, qa.question, result.answer or "-", truth, mark, clips)
-            table.add_row(*row)
+            table.add_row(Path(uri).name, qa.question, answer or "-", truth, mark, said)
         table.add_section()
     console.print(table)
     summary = {
