@@ -20,15 +20,18 @@ import torch
 from flows.train import evaluate
 from flows.train_data import LABEL_GROUPS, build_examples
 from models.answer import ANSWERER_DIR, MemoryAnswerer
-from models.aux_heads import ClipLabelHead, clip_label_loss
+from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 from models.training import encode_video_clips
 from models.vmem import VMemModel
 
 GROUP_NAMES = ("now", "before", "after", "seen", "motion")
 
 
-def memory_probe(model, train, held, steps: int = 1500) -> dict[str, dict[str, float]]:
-    """F1 per label group of a fresh ClipLabelHead trained on frozen memories."""
+def memory_probe(
+    model, train, held, steps: int = 1500, tokens: bool = True
+) -> dict[str, dict[str, float]]:
+    """F1 per label group of a fresh ClipLabelHead trained on frozen memories (reading the
+    memory tokens side by side, or their mean with ``tokens`` False)."""
 
     @torch.no_grad()
     def memories(examples):
@@ -36,7 +39,10 @@ def memory_probe(model, train, held, steps: int = 1500) -> dict[str, dict[str, f
         return torch.cat(mem), torch.from_numpy(np.concatenate([e.labels for e in examples]))
 
     (train_m, train_l), (held_m, held_l) = memories(train), memories(held)
-    head = ClipLabelHead(model.hidden_size, train_l.shape[1], groups=LABEL_GROUPS)
+    width = model.memory_tokens if tokens else 0
+    head = ClipLabelHead(
+        model.hidden_size, train_l.shape[1], groups=LABEL_GROUPS, memory_tokens=width
+    )
     optim = torch.optim.Adam(head.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -58,12 +64,42 @@ def memory_probe(model, train, held, steps: int = 1500) -> dict[str, dict[str, f
     return out
 
 
+def stack_probe(model, train, held, depth: int = 4, steps: int = 1500) -> dict[str, list[float]]:
+    """F1 per stack place (0: the latest scene) of a fresh SceneStackHead on frozen memories:
+    how well token j holds the j-th latest scene, in one code shared by the tokens."""
+
+    @torch.no_grad()
+    def memories(examples):
+        mem = [encode_video_clips(model, torch.from_numpy(e.frames))[0] for e in examples]
+        stack = np.concatenate([e.stack[:, :depth] for e in examples])
+        return torch.cat(mem), torch.from_numpy(stack)
+
+    (train_m, train_s), (held_m, held_s) = memories(train), memories(held)
+    head = SceneStackHead(model.hidden_size, train_s.shape[-1], depth)
+    optim = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        pick = torch.randint(len(train_m), (256,), generator=gen)
+        loss = clip_label_loss(head(train_m[pick]), train_s[pick])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    out = {}
+    with torch.no_grad():
+        for name, mem, labels in (("train", train_m, train_s), ("held", held_m, held_s)):
+            pred = (head(mem) > 0).float()
+            hits, sizes = (pred * labels).sum(dim=(0, 2)), (pred + labels).sum(dim=(0, 2))
+            out[name] = [round(v, 3) for v in (2 * hits / sizes.clamp_min(1)).tolist()]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--worlds", type=int, default=40)
     parser.add_argument("--minutes", type=float, default=0.0)
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--probe-mean", action="store_true", help="probe the token mean")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,7 +115,8 @@ def main() -> None:
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
     if args.probe:
         train = build_examples(cfg["train_seeds"][:200], tuple(cfg["durations"]), *shape)
-        report["memory_probe_f1"] = memory_probe(model, train, held)
+        report["memory_probe_f1"] = memory_probe(model, train, held, tokens=not args.probe_mean)
+        report["stack_probe_f1"] = stack_probe(model, train, held)
     print(json.dumps(report, indent=1))
 
 

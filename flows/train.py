@@ -25,6 +25,8 @@ from actors.query import SLOT_RANGE
 from flows.train_data import (
     LABEL_GROUPS,
     N_CLIP_LABELS,
+    STACK_DEPTH,
+    STACK_LABELS,
     VideoExample,
     build_examples,
     group_by_clips,
@@ -33,7 +35,7 @@ from flows.train_data import (
 from flows.train_vision import frame_accuracy, frame_dataset, freeze, pretrain_vision
 from flows.world_questions import answer_vocabulary
 from models.answer import ANSWERER_DIR, DEFAULT_ANSWER_LM, AnswererConfig, MemoryAnswerer
-from models.aux_heads import ClipLabelHead
+from models.aux_heads import ClipLabelHead, SceneStackHead
 from models.bundled import installed_minilm
 from models.compose import compose_model
 from models.registry import build_default_model
@@ -80,6 +82,9 @@ class TrainConfig(BaseModel):
     # the memory tokens (the first two groups, at 4000 steps: counting 0.48 -> 0.68,
     # localisation 0.28 -> 0.35 held out); 0: off
     aux_weight: float = 1.0
+    # memory tokens trained (with ``aux_weight``) to hold the latest scenes, one per token,
+    # latest first, through one shared head (flows.train_data.scene_stack); 0: off
+    stack_depth: int = Field(4, ge=0, le=STACK_DEPTH)
     answerer_width: int = 64  # hidden size of the answering LM
     answerer_layers: int = 2
     question_first: bool = True  # the answerer reads the question before the memories
@@ -160,6 +165,11 @@ def batch_tensors(batch: list[VideoExample], answerer: MemoryAnswerer) -> dict:
         "positives": torch.from_numpy(np.concatenate([ex.positives for ex in batch])),
         "answer_ids": answerer.encode_answers([a for ex in batch for a in ex.answers]),
         "clip_labels": torch.from_numpy(np.stack([ex.labels for ex in batch])),
+        "scene_stack": (
+            torch.from_numpy(np.stack([ex.stack for ex in batch]))
+            if batch[0].stack is not None
+            else None
+        ),
         "slot_answers": torch.tensor([t == "localisation" for ex in batch for t in ex.qtypes]),
     }
 
@@ -171,7 +181,15 @@ def train_loop(
     aux_head = None
     if cfg.aux_weight > 0:
         aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS, groups=LABEL_GROUPS)
-    extra = list(aux_head.parameters()) if aux_head is not None else []
+    stack_head = None
+    if cfg.aux_weight > 0 and cfg.stack_depth > 0:
+        if cfg.stack_depth > model.memory_tokens:
+            raise ValueError(
+                f"stack_depth {cfg.stack_depth} exceeds the model's {model.memory_tokens} "
+                "memory tokens"
+            )
+        stack_head = SceneStackHead(model.hidden_size, len(STACK_LABELS), cfg.stack_depth)
+    extra = [p for head in (aux_head, stack_head) if head is not None for p in head.parameters()]
     params = [p for p in [*model.parameters(), *answerer.parameters(), *extra] if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
@@ -186,7 +204,7 @@ def train_loop(
         losses = training_losses(
             model, answerer, **batch, k=cfg.k, temperature=cfg.temperature,
             tau=cfg.gumbel_tau, detach_every=cfg.detach_every, oracle=oracle,
-            aux_head=aux_head, aux_weight=cfg.aux_weight,
+            aux_head=aux_head, aux_weight=cfg.aux_weight, stack_head=stack_head,
         )  # fmt: skip
         optim.zero_grad(set_to_none=True)
         losses["loss"].backward()

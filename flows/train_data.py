@@ -38,6 +38,7 @@ class VideoExample:
     positives: np.ndarray  # (n_questions, N) bool
     qtypes: list[str]
     labels: np.ndarray | None = None  # (N, C) float32 clip content (``clip_labels``)
+    stack: np.ndarray | None = None  # (N, STACK_DEPTH, L) float32 latest scenes (``scene_stack``)
     tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
 
@@ -74,6 +75,9 @@ LABEL_GROUPS = tuple(
     len(g) for g in (CLIP_LABELS, CLIP_LABELS, AFTER_LABELS, SEEN_LABELS, MOTION_LABELS)
 )
 N_CLIP_LABELS = sum(LABEL_GROUPS)
+# the scene stack: what each of the latest scenes up to a clip's end shows, latest first
+STACK_LABELS = [*COLOURS, *SHAPES, *MOTIONS]
+STACK_DEPTH = 8  # scenes kept per clip (training uses the first ``TrainConfig.stack_depth``)
 
 
 def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
@@ -106,6 +110,24 @@ def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
     counts = np.cumsum(starts, axis=0)[..., None]  # (N, combos, 1)
     seen = (counts >= np.array(SEEN_COUNTS)).reshape(len(ranges), -1).astype(np.float32)
     return np.concatenate([now, previous, after, seen, moving], axis=1)
+
+
+def scene_stack(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarray:
+    """(N, STACK_DEPTH, len(STACK_LABELS)) multi-hot: row j of clip i holds the colours,
+    shapes and motions of the j-th latest scene at the clip's last frame (0: the scene then on
+    screen); zeros before the video's first scene. Scenes that ended in earlier clips are
+    known only through the carried memory; a shared head reading memory token j as scene j
+    teaches the memory one code for every scene, so "just before X" is the token after X's."""
+    index = {name: i for i, name in enumerate(STACK_LABELS)}
+    out = np.zeros((len(ranges), STACK_DEPTH, len(STACK_LABELS)), dtype=np.float32)
+    for i, (start, end) in enumerate(ranges):
+        last_frame = max(start, (math.ceil(end * fps - 1e-9) - 1) / fps)
+        latest = world.scene_index_at(last_frame)
+        for j in range(min(STACK_DEPTH, latest + 1)):
+            for obj in world.scenes[latest - j].objects:
+                for name in (obj.colour, obj.shape, obj.motion):
+                    out[i, j, index[name]] = 1.0
+    return out
 
 
 def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
@@ -148,6 +170,7 @@ def build_example(
         positives=np.stack(masks) if masks else np.zeros((0, len(frames)), dtype=bool),
         qtypes=[qa.qtype for qa in qas],
         labels=clip_labels(world, ranges),
+        stack=scene_stack(world, ranges, fps),
     )
 
 

@@ -15,25 +15,59 @@ from torch import nn
 
 
 class ClipLabelHead(nn.Module):
-    """Memory (B, N, M, D) -> multi-label logits (B, N, C): a small MLP over the memory mean.
+    """Memory (B, N, M, D) -> multi-label logits (B, N, C): a small MLP over the memory tokens
+    laid side by side (``memory_tokens`` = M), or over their mean (``memory_tokens`` = 0).
 
-    ``groups``: sizes of consecutive label groups (summing to C) whose mean losses are added
-    (``clip_label_loss``), so a large sparse group does not drown a small one.
+    Reading the M tokens side by side lets each token hold its own part of the labels; their
+    mean squeezes every label group into D numbers. ``groups``: sizes of consecutive label
+    groups (summing to C) whose mean losses are added (``clip_label_loss``), so a large sparse
+    group does not drown a small one.
     """
 
     def __init__(
-        self, memory_dim: int, n_labels: int, hidden: int = 128, groups: tuple[int, ...] = ()
+        self,
+        memory_dim: int,
+        n_labels: int,
+        hidden: int = 128,
+        groups: tuple[int, ...] = (),
+        memory_tokens: int = 0,
     ) -> None:
         super().__init__()
         if groups and sum(groups) != n_labels:
             raise ValueError(f"label groups {groups} do not add up to {n_labels} labels")
         self.groups = tuple(groups) or (n_labels,)
+        self.memory_tokens = memory_tokens
+        width = memory_dim * memory_tokens if memory_tokens else memory_dim
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, n_labels))
+
+    def forward(self, memories: torch.Tensor) -> torch.Tensor:
+        if self.memory_tokens:
+            if memories.shape[-2] != self.memory_tokens:
+                got = memories.shape[-2]
+                raise ValueError(f"expected {self.memory_tokens} memory tokens, got {got}")
+            return self.net(memories.flatten(-2))  # (..., M, D) -> (..., C)
+        return self.net(memories.mean(dim=-2))  # (..., M, D) -> (..., C)
+
+
+class SceneStackHead(nn.Module):
+    """The first ``depth`` memory tokens (B, N, M, D) -> logits (B, N, depth, L), one small
+    MLP shared by the tokens: token j learns to hold the j-th latest scene in the same code
+    as every other token, so what came just before a scene sits in the next token."""
+
+    def __init__(self, memory_dim: int, n_labels: int, depth: int, hidden: int = 128) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.depth = depth
         self.net = nn.Sequential(
             nn.Linear(memory_dim, hidden), nn.GELU(), nn.Linear(hidden, n_labels)
         )
 
     def forward(self, memories: torch.Tensor) -> torch.Tensor:
-        return self.net(memories.mean(dim=-2))  # (..., M, D) -> (..., C)
+        if memories.shape[-2] < self.depth:
+            got = memories.shape[-2]
+            raise ValueError(f"a stack of {self.depth} needs as many memory tokens, got {got}")
+        return self.net(memories[..., : self.depth, :])
 
 
 def clip_label_loss(

@@ -181,6 +181,8 @@ def training_losses(
     aux_head=None,
     clip_labels: torch.Tensor | None = None,
     aux_weight: float = 1.0,
+    stack_head=None,
+    scene_stack: torch.Tensor | None = None,
     tokens: torch.Tensor | None = None,
     pooled: torch.Tensor | None = None,
     slot_answers: torch.Tensor | None = None,
@@ -197,7 +199,8 @@ def training_losses(
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
-    against ``clip_labels`` (B, N, C) when both are given).
+    against ``clip_labels`` (B, N, C) when both are given; + ``aux_weight`` * ``stack``, the
+    BCE of ``stack_head`` (memories -> (B, N, S, L)) against ``scene_stack`` (B, N, >= S, L)).
     """
     if tokens is not None:
         memories, indicators = stream_clips(model, tokens, detach_every=detach_every)
@@ -227,4 +230,8 @@ def training_losses(
         aux = clip_label_loss(aux_head(memories), clip_labels, aux_head.groups)  # (B, N, C)
         losses["loss"] = losses["loss"] + aux_weight * aux
         losses["aux"] = aux.detach()
+    if stack_head is not None and scene_stack is not None:
+        stack = clip_label_loss(stack_head(memories), scene_stack[:, :, : stack_head.depth])
+        losses["loss"] = losses["loss"] + aux_weight * stack
+        losses["stack"] = stack.detach()
     return losses

@@ -17,11 +17,14 @@ from flows.train_data import (
     MOTION_LABELS,
     N_CLIP_LABELS,
     SEEN_LABELS,
+    STACK_DEPTH,
+    STACK_LABELS,
     build_example,
     clip_labels,
     clip_ranges,
     evidence_mask,
     render_clips,
+    scene_stack,
 )
 from flows.world import make_world
 from flows.world_questions import answer_vocabulary, make_questions
@@ -109,6 +112,32 @@ def test_clip_labels_name_each_scene_s_predecessor_and_what_was_seen_so_far():
     assert max(shown.values()) >= 2  # the world repeats a pair: counts above 1 are tested
 
 
+def test_scene_stack_lists_the_latest_scenes_latest_first():
+    world = make_world(13, 100)
+    ranges = clip_ranges(100, 7, 16, 1.0)  # the last clip: 96-100 s, frames 96..99
+    stack = scene_stack(world, ranges)
+    assert stack.shape == (7, STACK_DEPTH, len(STACK_LABELS))
+
+    def names(clip, place):
+        return {STACK_LABELS[k] for k in np.flatnonzero(stack[clip, place])}
+
+    for clip, last_frame in ((0, 15.0), (3, 63.0), (6, 99.0)):
+        latest = world.scene_index_at(last_frame)
+        for place in range(STACK_DEPTH):
+            if place > latest:  # before the first scene
+                assert not names(clip, place)
+                continue
+            scene = world.scenes[latest - place]
+            assert names(clip, place) == {
+                n for o in scene.objects for n in (o.colour, o.shape, o.motion)
+            }
+    # a clip's stack continues the one before: what was latest moves down
+    shift = world.scene_index_at(31.0) - world.scene_index_at(15.0)
+    assert shift >= 1
+    assert np.array_equal(stack[1, shift:], stack[0, : STACK_DEPTH - shift])
+    assert build_example(13, 100, 16, 32).stack.shape == (7, STACK_DEPTH, len(STACK_LABELS))
+
+
 def test_random_recall_baseline():
     positives = np.array([[True, False, False, False], [False, False, False, False]])
     assert random_recall(positives, 2) == pytest.approx(0.5)
@@ -153,6 +182,7 @@ def test_smoke_run_loss_goes_down(smoke_run):
     fifth = max(1, len(losses) // 5)
     assert len(losses) == TrainConfig.smoke("x").steps
     assert losses[-fifth:].mean() < losses[:fifth].mean()
+    assert all(row["stack"] > 0 for row in history)  # the scene stack trains by default
     metrics = json.loads((Path(smoke_run) / "metrics.json").read_text())
     assert {"recall_cond", "recall_random", "accuracy_counting"} <= set(metrics)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.aux_heads import ClipLabelHead, clip_label_loss
+from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 
 
 def test_head_maps_memories_to_clip_logits():
@@ -31,6 +31,34 @@ def test_head_learns_labels_that_the_memory_holds():
     assert accuracy > 0.9
 
 
+def test_token_head_reads_what_only_one_token_holds():
+    """Side by side, the head reads a label held by one token that the token mean hides."""
+    torch.manual_seed(0)
+
+    def memories_and_labels(n):
+        memories = torch.randn(n, 1, 4, 8)
+        memories[..., 1, 0] = -memories[..., 0, 0]  # token 1 cancels token 0 in the mean
+        return memories, (memories[..., 0, :1] > 0).float()  # (n, 1, 1): token 0's sign
+
+    (train, train_labels), (held, held_labels) = memories_and_labels(512), memories_and_labels(512)
+
+    def held_out_accuracy(head):
+        optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = clip_label_loss(head(train), train_labels)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        return ((head(held) > 0).float() == held_labels).float().mean().item()
+
+    side_by_side = ClipLabelHead(memory_dim=8, n_labels=1, memory_tokens=4)
+    assert side_by_side(held).shape == (512, 1, 1)
+    assert held_out_accuracy(side_by_side) > 0.85
+    assert held_out_accuracy(ClipLabelHead(memory_dim=8, n_labels=1)) < 0.7
+    with pytest.raises(ValueError, match="expected 4 memory tokens"):
+        side_by_side(torch.randn(2, 1, 3, 8))
+
+
 def test_grouped_loss_adds_the_mean_of_each_group():
     logits, labels = torch.randn(2, 3, 6), (torch.rand(2, 3, 6) > 0.5).float()
     whole = clip_label_loss(logits, labels)
@@ -43,3 +71,24 @@ def test_grouped_loss_adds_the_mean_of_each_group():
     assert ClipLabelHead(8, 6, groups=(2, 4)).groups == (2, 4)
     with pytest.raises(ValueError, match="do not add up"):
         ClipLabelHead(8, 6, groups=(2, 3))
+
+
+def test_stack_head_reads_each_of_the_first_tokens_with_one_shared_code():
+    torch.manual_seed(0)
+    memories = torch.randn(256, 1, 4, 8)
+    labels = (memories[..., :3, :2] > 0).float()  # (256, 1, 3, 2): the same code per token
+    head = SceneStackHead(memory_dim=8, n_labels=2, depth=3)
+    assert head(memories).shape == (256, 1, 3, 2)
+    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = clip_label_loss(head(memories), labels)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    # one head for every place: token 3 (never trained on) is read in the same code
+    unseen = (head(memories[..., 3:4, :].expand(-1, -1, 3, -1))[..., 0, :] > 0).float()
+    assert (unseen == (memories[..., 3, :2] > 0).float()).float().mean() > 0.9
+    with pytest.raises(ValueError, match="needs as many memory tokens"):
+        head(torch.randn(2, 1, 2, 8))
+    with pytest.raises(ValueError, match="depth must be"):
+        SceneStackHead(8, 2, depth=0)
