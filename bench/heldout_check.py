@@ -27,33 +27,45 @@ from models.vmem import VMemModel
 GROUP_NAMES = ("now", "before", "after", "seen", "motion")
 
 
+@torch.no_grad()
+def frozen_memories(model, examples) -> torch.Tensor:
+    """Every clip's memory, clips of all examples in a row: (sum N, M, D)."""
+    return torch.cat([encode_video_clips(model, torch.from_numpy(e.frames))[0] for e in examples])
+
+
+def fit_probe(head, memories, labels, groups=(), steps: int = 1500):
+    """Adam on random batches of 256 clips; returns the head."""
+    optim = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        pick = torch.randint(len(memories), (256,), generator=gen)
+        loss = clip_label_loss(head(memories[pick]), labels[pick], groups)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return head
+
+
 def memory_probe(
     model, train, held, steps: int = 1500, tokens: bool = True
 ) -> dict[str, dict[str, float]]:
     """F1 per label group of a fresh ClipLabelHead trained on frozen memories (reading the
     memory tokens side by side, or their mean with ``tokens`` False)."""
-
-    @torch.no_grad()
-    def memories(examples):
-        mem = [encode_video_clips(model, torch.from_numpy(e.frames))[0] for e in examples]
-        return torch.cat(mem), torch.from_numpy(np.concatenate([e.labels for e in examples]))
-
-    (train_m, train_l), (held_m, held_l) = memories(train), memories(held)
+    sets = {
+        name: (
+            frozen_memories(model, exs),
+            torch.from_numpy(np.concatenate([e.labels for e in exs])),
+        )
+        for name, exs in (("train", train), ("held", held))
+    }
     width = model.memory_tokens if tokens else 0
     head = ClipLabelHead(
-        model.hidden_size, train_l.shape[1], groups=LABEL_GROUPS, memory_tokens=width
+        model.hidden_size, sets["train"][1].shape[1], groups=LABEL_GROUPS, memory_tokens=width
     )
-    optim = torch.optim.Adam(head.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        pick = torch.randint(len(train_m), (256,), generator=gen)
-        loss = clip_label_loss(head(train_m[pick]), train_l[pick], LABEL_GROUPS)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+    fit_probe(head, *sets["train"], LABEL_GROUPS, steps)
     out = {}
     with torch.no_grad():
-        for name, mem, labels in (("train", train_m, train_l), ("held", held_m, held_l)):
+        for name, (mem, labels) in sets.items():
             pred = (head(mem) > 0).float()
             groups = list(LABEL_GROUPS)
             parts = zip(pred.split(groups, -1), labels.split(groups, -1), strict=True)
@@ -67,26 +79,21 @@ def memory_probe(
 def stack_probe(model, train, held, depth: int = 4, steps: int = 1500) -> dict[str, list[float]]:
     """F1 per stack place (0: the latest scene) of a fresh SceneStackHead on frozen memories:
     how well token j holds the j-th latest scene, in one code shared by the tokens."""
-
-    @torch.no_grad()
-    def memories(examples):
-        mem = [encode_video_clips(model, torch.from_numpy(e.frames))[0] for e in examples]
-        stack = np.concatenate([e.stack[:, :depth] for e in examples])
-        return torch.cat(mem), torch.from_numpy(stack)
-
-    (train_m, train_s), (held_m, held_s) = memories(train), memories(held)
-    head = SceneStackHead(model.hidden_size, train_s.shape[-1], depth)
-    optim = torch.optim.Adam(head.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        pick = torch.randint(len(train_m), (256,), generator=gen)
-        loss = clip_label_loss(head(train_m[pick]), train_s[pick])
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+    sets = {
+        name: (
+            frozen_memories(model, exs),
+            torch.from_numpy(np.concatenate([e.stack[:, :depth] for e in exs])),
+        )
+        for name, exs in (("train", train), ("held", held))
+    }
+    head = fit_probe(
+        SceneStackHead(model.hidden_size, sets["train"][1].shape[-1], depth),
+        *sets["train"],
+        steps=steps,
+    )
     out = {}
     with torch.no_grad():
-        for name, mem, labels in (("train", train_m, train_s), ("held", held_m, held_s)):
+        for name, (mem, labels) in sets.items():
             pred = (head(mem) > 0).float()
             hits, sizes = (pred * labels).sum(dim=(0, 2)), (pred + labels).sum(dim=(0, 2))
             out[name] = [round(v, 3) for v in (2 * hits / sizes.clamp_min(1)).tolist()]

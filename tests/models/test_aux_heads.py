@@ -8,6 +8,17 @@ import torch
 from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 
 
+def fit(head, memories, labels, steps: int, lr: float = 1e-2) -> float:
+    """Adam on the whole set; the last loss."""
+    optim = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = clip_label_loss(head(memories), labels)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return loss.item()
+
+
 def test_head_maps_memories_to_clip_logits():
     head = ClipLabelHead(memory_dim=8, n_labels=5)
     logits = head(torch.randn(2, 3, 4, 8))  # (B, N, M, D)
@@ -19,14 +30,8 @@ def test_head_learns_labels_that_the_memory_holds():
     memories = torch.randn(16, 3, 4, 8)
     labels = (memories.mean(dim=2)[..., :5] > 0).float()  # (16, 3, 5): readable from memory
     head = ClipLabelHead(memory_dim=8, n_labels=5)
-    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
     first = clip_label_loss(head(memories), labels).item()
-    for _ in range(200):
-        loss = clip_label_loss(head(memories), labels)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    assert loss.item() < 0.5 * first
+    assert fit(head, memories, labels, steps=200) < 0.5 * first
     accuracy = ((head(memories) > 0).float() == labels).float().mean().item()
     assert accuracy > 0.9
 
@@ -43,12 +48,7 @@ def test_token_head_reads_what_only_one_token_holds():
     (train, train_labels), (held, held_labels) = memories_and_labels(512), memories_and_labels(512)
 
     def held_out_accuracy(head):
-        optim = torch.optim.Adam(head.parameters(), lr=1e-2)
-        for _ in range(300):
-            loss = clip_label_loss(head(train), train_labels)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
+        fit(head, train, train_labels, steps=300)
         return ((head(held) > 0).float() == held_labels).float().mean().item()
 
     side_by_side = ClipLabelHead(memory_dim=8, n_labels=1, memory_tokens=4)
@@ -79,12 +79,7 @@ def test_stack_head_reads_each_of_the_first_tokens_with_one_shared_code():
     labels = (memories[..., :3, :2] > 0).float()  # (256, 1, 3, 2): the same code per token
     head = SceneStackHead(memory_dim=8, n_labels=2, depth=3)
     assert head(memories).shape == (256, 1, 3, 2)
-    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(200):
-        loss = clip_label_loss(head(memories), labels)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+    fit(head, memories, labels, steps=200)
     # one head for every place: token 3 (never trained on) is read in the same code
     unseen = (head(memories[..., 3:4, :].expand(-1, -1, 3, -1))[..., 0, :] > 0).float()
     assert (unseen == (memories[..., 3, :2] > 0).float()).float().mean() > 0.9
