@@ -165,11 +165,7 @@ def batch_tensors(batch: list[VideoExample], answerer: MemoryAnswerer) -> dict:
         "positives": torch.from_numpy(np.concatenate([ex.positives for ex in batch])),
         "answer_ids": answerer.encode_answers([a for ex in batch for a in ex.answers]),
         "clip_labels": torch.from_numpy(np.stack([ex.labels for ex in batch])),
-        "scene_stack": (
-            torch.from_numpy(np.stack([ex.stack for ex in batch]))
-            if batch[0].stack is not None
-            else None
-        ),
+        "scene_stack": torch.from_numpy(np.stack([ex.stack for ex in batch])),
         "slot_answers": torch.tensor([t == "localisation" for ex in batch for t in ex.qtypes]),
     }
 
@@ -182,12 +178,7 @@ def train_loop(
     if cfg.aux_weight > 0:
         aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS, groups=LABEL_GROUPS)
     stack_head = None
-    if cfg.aux_weight > 0 and cfg.stack_depth > 0:
-        if cfg.stack_depth > model.memory_tokens:
-            raise ValueError(
-                f"stack_depth {cfg.stack_depth} exceeds the model's {model.memory_tokens} "
-                "memory tokens"
-            )
+    if cfg.aux_weight > 0 and cfg.stack_depth > 0:  # the head rejects a stack deeper than M
         stack_head = SceneStackHead(model.hidden_size, len(STACK_LABELS), cfg.stack_depth)
     extra = [p for head in (aux_head, stack_head) if head is not None for p in head.parameters()]
     params = [p for p in [*model.parameters(), *answerer.parameters(), *extra] if p.requires_grad]
