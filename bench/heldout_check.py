@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--probe-mean", action="store_true", help="probe the token mean")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--per-type", type=int, default=0, help="questions per type per world (0: the checkpoint's)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = VMemModel.from_pretrained(args.checkpoint).eval()
@@ -117,7 +120,7 @@ def main() -> None:
         seeds, durations = range(9100, 9100 + args.worlds), (args.minutes * 60.0,)
     else:
         seeds, durations = range(9000, 9000 + args.worlds), tuple(cfg["durations"])
-    shape = (model.clip_frames, model.image_size, cfg["per_type"])
+    shape = (model.clip_frames, model.image_size, args.per_type or cfg["per_type"])
     held = build_examples(list(seeds), durations, *shape)
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
     if args.probe:

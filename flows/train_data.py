@@ -39,6 +39,8 @@ class VideoExample:
     qtypes: list[str]
     labels: np.ndarray | None = None  # (N, C) float32 clip content (``clip_labels``)
     stack: np.ndarray | None = None  # (N, STACK_DEPTH, L) float32 latest scenes (``scene_stack``)
+    # (n_questions, N, STACK_DEPTH) bool: stack places holding each question's evidence
+    stack_evidence: np.ndarray | None = None
     tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
 
@@ -112,6 +114,18 @@ def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
     return np.concatenate([now, previous, after, seen, moving], axis=1)
 
 
+def stack_scene_ids(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarray:
+    """(N, STACK_DEPTH) int: the index of the j-th latest scene at each clip's last frame
+    (j = 0: the scene then on screen), -1 before the video's first scene."""
+    out = np.full((len(ranges), STACK_DEPTH), -1, dtype=np.int64)
+    for i, (start, end) in enumerate(ranges):
+        last_frame = max(start, (math.ceil(end * fps - 1e-9) - 1) / fps)
+        latest = world.scene_index_at(last_frame)
+        depth = min(STACK_DEPTH, latest + 1)
+        out[i, :depth] = latest - np.arange(depth)
+    return out
+
+
 def scene_stack(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarray:
     """(N, STACK_DEPTH, len(STACK_LABELS)) multi-hot: row j of clip i holds the colours,
     shapes and motions of the j-th latest scene at the clip's last frame (0: the scene then on
@@ -119,15 +133,22 @@ def scene_stack(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarra
     known only through the carried memory; a shared head reading memory token j as scene j
     teaches the memory one code for every scene, so "just before X" is the token after X's."""
     index = {name: i for i, name in enumerate(STACK_LABELS)}
-    out = np.zeros((len(ranges), STACK_DEPTH, len(STACK_LABELS)), dtype=np.float32)
-    for i, (start, end) in enumerate(ranges):
-        last_frame = max(start, (math.ceil(end * fps - 1e-9) - 1) / fps)
-        latest = world.scene_index_at(last_frame)
-        for j in range(min(STACK_DEPTH, latest + 1)):
-            for obj in world.scenes[latest - j].objects:
-                for name in (obj.colour, obj.shape, obj.motion):
-                    out[i, j, index[name]] = 1.0
+    ids = stack_scene_ids(world, ranges, fps)
+    out = np.zeros((*ids.shape, len(STACK_LABELS)), dtype=np.float32)
+    for (i, j), scene in np.ndenumerate(ids):
+        if scene < 0:
+            continue
+        for obj in world.scenes[scene].objects:
+            for name in (obj.colour, obj.shape, obj.motion):
+                out[i, j, index[name]] = 1.0
     return out
+
+
+def stack_evidence(world: World, qa: QA, stack_ids: np.ndarray) -> np.ndarray:
+    """(N, STACK_DEPTH) bool: the stack places (``stack_scene_ids``) holding a scene of the
+    question's evidence: where a memory trained on ``scene_stack`` keeps what it asks."""
+    scenes = [world.scene_index_at(t0) for t0, _ in qa.evidence]
+    return np.isin(stack_ids, scenes) & (stack_ids >= 0)
 
 
 def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
@@ -161,6 +182,8 @@ def build_example(
     ranges = clip_ranges(world.duration_s, len(frames), clip_frames, fps)
     qas = make_questions(world, seed, per_type=per_type)
     masks = [evidence_mask(qa, ranges) for qa in qas]
+    stack_ids = stack_scene_ids(world, ranges, fps)
+    places = [stack_evidence(world, qa, stack_ids) for qa in qas]
     return VideoExample(
         seed=seed,
         duration_s=world.duration_s,
@@ -171,6 +194,9 @@ def build_example(
         qtypes=[qa.qtype for qa in qas],
         labels=clip_labels(world, ranges),
         stack=scene_stack(world, ranges, fps),
+        stack_evidence=(
+            np.stack(places) if places else np.zeros((0, *stack_ids.shape), dtype=bool)
+        ),
     )
 
 

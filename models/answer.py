@@ -225,14 +225,25 @@ class MemoryAnswerer(PreTrainedModel):
         prefix = torch.cat([p for p, _ in parts], dim=1)
         return prefix, torch.cat([m for _, m in parts], dim=1).long()
 
-    def logits(self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""
+    def memory_offset(self) -> int:
+        """Where the K*M memory positions start in the prefix."""
+        cfg = self.config
+        return cfg.question_tokens + cfg.question_words if cfg.question_first else 0
+
+    def hidden_states(
+        self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The LM's last hidden states over prefix + [BOS, ids]: (B, S+1+L, H)."""
         bos = ids.new_full((ids.shape[0], 1), BOS_ID)
         tokens = self.token_embed(torch.cat([bos, ids], dim=1))  # (B, 1+L, H)
         full_mask = torch.cat([mask, mask.new_ones(ids.shape[0], tokens.shape[1])], dim=1)
         sequence = torch.cat([prefix, tokens], dim=1)
-        hidden = self.lm(inputs_embeds=sequence, attention_mask=full_mask, use_cache=False)
-        return self.head(hidden.last_hidden_state[:, prefix.shape[1] :])  # (B, 1+L, V)
+        out = self.lm(inputs_embeds=sequence, attention_mask=full_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def logits(self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""
+        return self.head(self.hidden_states(prefix, mask, ids)[:, prefix.shape[1] :])
 
     def forward(
         self,
@@ -242,12 +253,20 @@ class MemoryAnswerer(PreTrainedModel):
         clip_index: torch.Tensor | None = None,
         questions: Sequence[str] | None = None,
         relevance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Teacher-forced mean CE over answer words and EOS (PAD ignored): a scalar."""
+        memory_states: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced mean CE over answer words and EOS (PAD ignored): a scalar; with
+        ``memory_states`` also the last hidden states at the K*M memory positions (B, K*M, H),
+        which read the question first when ``question_first`` (for training-only heads)."""
         prefix, mask = self.prefix(memories, question_emb, clip_index, questions, relevance)
-        logits = self.logits(prefix, mask, answer_ids[:, :-1])  # predicts answer_ids
+        hidden = self.hidden_states(prefix, mask, answer_ids[:, :-1])  # predicts answer_ids
+        logits = self.head(hidden[:, prefix.shape[1] :])
         targets = answer_ids.masked_fill(answer_ids == PAD_ID, -100)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        if not memory_states:
+            return loss
+        start = self.memory_offset()
+        return loss, hidden[:, start : start + memories.shape[1]]
 
     @torch.no_grad()
     def generate_answers(

@@ -70,6 +70,34 @@ class SceneStackHead(nn.Module):
         return self.net(memories[..., : self.depth, :])
 
 
+class EvidencePlaceHead(nn.Module):
+    """The answerer's hidden states at its memory positions (B, K*M, H) -> logits (B, K, depth):
+    does stack place j of selected slot k hold a scene the question asks about? Read after
+    the question, this teaches the answerer to find the named scenes among the tokens
+    (history: the scene before the named one is the other evidence place)."""
+
+    def __init__(self, hidden: int, memory_tokens: int, depth: int) -> None:
+        super().__init__()
+        if not 1 <= depth <= memory_tokens:
+            raise ValueError(f"depth must be in 1..{memory_tokens} memory tokens, got {depth}")
+        self.memory_tokens, self.depth = memory_tokens, depth
+        self.net = nn.Linear(hidden, 1)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        batch = states.shape[0]
+        slots = states.view(batch, -1, self.memory_tokens, states.shape[-1])  # (B, K, M, H)
+        return self.net(slots[:, :, : self.depth]).squeeze(-1)  # (B, K, depth)
+
+
+def evidence_place_loss(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """BCE of (B, K, depth) logits against {0, 1} targets over the valid slots (B, K)."""
+    losses = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    weights = valid.unsqueeze(-1).expand_as(losses).to(losses.dtype)
+    return (losses * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def clip_label_loss(
     logits: torch.Tensor, labels: torch.Tensor, groups: tuple[int, ...] = ()
 ) -> torch.Tensor:

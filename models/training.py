@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.answer import slot_answer_words
-from models.aux_heads import clip_label_loss
+from models.aux_heads import clip_label_loss, evidence_place_loss
 from models.select import gumbel_topk, topk_select
 
 
@@ -186,6 +186,9 @@ def training_losses(
     tokens: torch.Tensor | None = None,
     pooled: torch.Tensor | None = None,
     slot_answers: torch.Tensor | None = None,
+    place_head=None,
+    stack_evidence: torch.Tensor | None = None,
+    place_weight: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -200,7 +203,9 @@ def training_losses(
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
     against ``clip_labels`` (B, N, C) when both are given; + ``aux_weight`` * ``stack``, the
-    BCE of ``stack_head`` (memories -> (B, N, S, L)) against ``scene_stack`` (B, N, >= S, L)).
+    BCE of ``stack_head`` (memories -> (B, N, S, L)) against ``scene_stack`` (B, N, >= S, L);
+    + ``place_weight`` * ``place``, the BCE of ``place_head`` (the answerer's memory states ->
+    (Bq, K, S)) against ``stack_evidence`` (Bq, N, >= S) of the selected clips).
     """
     if tokens is not None:
         memories, indicators = stream_clips(model, tokens, detach_every=detach_every)
@@ -224,8 +229,18 @@ def training_losses(
         words = slot_answer_words(evidence[rows], relevance[rows].masked_fill(~valid[rows], -2))
         answer_ids = answer_ids.clone()
         answer_ids[rows] = answerer.encode_answers(words)
-    answer = answerer(tokens, pooled, answer_ids, index, questions, relevance)
+    places = place_head is not None and stack_evidence is not None
+    answer = answerer(tokens, pooled, answer_ids, index, questions, relevance, memory_states=places)
+    if places:
+        answer, states = answer
     losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
+    if places:
+        valid = index >= 0
+        pick = index.clamp_min(0).unsqueeze(-1).expand(-1, -1, stack_evidence.shape[-1])
+        targets = stack_evidence.gather(1, pick)[..., : place_head.depth]  # (Bq, K, S)
+        place = evidence_place_loss(place_head(states), targets, valid)
+        losses["loss"] = losses["loss"] + place_weight * place
+        losses["place"] = place.detach()
     if aux_head is not None and clip_labels is not None:
         aux = clip_label_loss(aux_head(memories), clip_labels, aux_head.groups)  # (B, N, C)
         losses["loss"] = losses["loss"] + aux_weight * aux

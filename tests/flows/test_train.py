@@ -25,6 +25,8 @@ from flows.train_data import (
     evidence_mask,
     render_clips,
     scene_stack,
+    stack_evidence,
+    stack_scene_ids,
 )
 from flows.world import make_world
 from flows.world_questions import answer_vocabulary, make_questions
@@ -194,3 +196,20 @@ def test_slots_to_clips_reads_a_slot_answer_as_clip_indices():
     assert slots_to_clips("1 - 1", [0, 5, -1, -1]) == "0 - 0"
     assert slots_to_clips("3 - 3", [0, 5, -1, -1]) is None  # an empty slot
     assert slots_to_clips("red", [0, 1]) is None
+
+
+def test_stack_evidence_marks_the_places_holding_the_asked_scenes():
+    world = make_world(13, 100)
+    ranges = clip_ranges(100, 7, 16, 1.0)
+    ids = stack_scene_ids(world, ranges)
+    assert ids.shape == (7, STACK_DEPTH)
+    latest = world.scene_index_at(15.0)  # the first clip: scenes latest..0, then none
+    assert list(ids[0]) == [*range(latest, -1, -1), *[-1] * (STACK_DEPTH - latest - 1)]
+    history = next(qa for qa in make_questions(world, 13, per_type=4) if qa.qtype == "history")
+    asked = {world.scene_index_at(t0) for t0, _ in history.evidence}
+    places = stack_evidence(world, history, ids)
+    assert places.shape == ids.shape and places.any()
+    assert {int(s) for s in ids[places]} == asked  # every marked place holds an asked scene
+    assert not places[ids < 0].any()
+    example = build_example(13, 100, 16, 32)
+    assert example.stack_evidence.shape == (len(example.questions), 7, STACK_DEPTH)

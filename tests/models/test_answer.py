@@ -13,7 +13,7 @@ from models.answer import (
     selection_gaps,
     slot_answer_words,
 )
-from models.aux_heads import ClipLabelHead
+from models.aux_heads import ClipLabelHead, EvidencePlaceHead
 from models.registry import build_default_model
 from models.training import (
     alignment_loss,
@@ -242,3 +242,43 @@ def test_training_losses_add_the_clip_label_loss(make_clips):
     losses["loss"].backward()
     assert head.net[0].weight.grad is not None
     assert model.streaming.start_memory.grad.abs().sum() > 0
+
+
+def test_memory_states_are_the_hidden_states_at_the_memory_positions():
+    memories, question = torch.randn(2, 6, 16), torch.randn(2, 8)
+    texts = ["Which came first, the red circle or the blue square?", "How many stars?"]
+    ids = torch.tensor([[5, 2, 0], [6, 2, 0]])
+    for question_first in (False, True):
+        answerer = make_answerer(question_first=question_first).eval()
+        loss, states = answerer(memories, question, ids, questions=texts, memory_states=True)
+        assert torch.isclose(loss, answerer(memories, question, ids, questions=texts))
+        prefix, mask = answerer.prefix(memories, question, questions=texts)
+        hidden = answerer.lm(inputs_embeds=prefix, attention_mask=mask).last_hidden_state
+        start = answerer.memory_offset()
+        assert states.shape == (2, 6, answerer.config.lm().hidden_size)
+        assert torch.allclose(states, hidden[:, start : start + 6], atol=1e-5)
+
+
+def test_training_losses_add_the_evidence_place_loss(make_clips):
+    model = build_default_model(seed=1).train()
+    answerer = make_answerer(
+        memory_dim=model.hidden_size, memory_tokens=model.memory_tokens, question_dim=64
+    )
+    head = EvidencePlaceHead(answerer.config.lm().hidden_size, model.memory_tokens, depth=2)
+    evidence = torch.zeros(2, 3, 8, dtype=torch.bool)
+    evidence[0, 0, 0] = evidence[1, 2, 1] = True  # (Bq, N, STACK_DEPTH)
+    batch = dict(
+        frames=make_clips(3, seed=1).unsqueeze(0),
+        questions=["What colour came before the red circle?", "Which came first?"],
+        video_of=torch.tensor([0, 0]),
+        positives=torch.tensor([[True, False, False], [False, True, True]]),
+        answer_ids=answerer.encode_answers([["red"], ["blue", "square"]]),
+        stack_evidence=evidence,
+    )
+    assert "place" not in training_losses(model, answerer, **batch, k=2)
+    losses = training_losses(model, answerer, **batch, k=2, place_head=head, place_weight=0.5)
+    assert losses["place"] > 0
+    assert torch.isclose(losses["loss"], losses["answer"] + losses["align"] + 0.5 * losses["place"])
+    losses["loss"].backward()
+    assert head.net.weight.grad.abs().sum() > 0
+    assert answerer.memory_in.weight.grad.abs().sum() > 0

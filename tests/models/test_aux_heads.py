@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
+from models.aux_heads import (
+    ClipLabelHead,
+    EvidencePlaceHead,
+    SceneStackHead,
+    clip_label_loss,
+    evidence_place_loss,
+)
 
 
 def fit(head, memories, labels, steps: int, lr: float = 1e-2) -> float:
@@ -87,3 +93,25 @@ def test_stack_head_reads_each_of_the_first_tokens_with_one_shared_code():
         head(torch.randn(2, 1, 2, 8))
     with pytest.raises(ValueError, match="depth must be"):
         SceneStackHead(8, 2, depth=0)
+
+
+def test_evidence_place_head_reads_the_first_places_of_each_slot():
+    head = EvidencePlaceHead(hidden=6, memory_tokens=4, depth=2)
+    states = torch.randn(3, 2 * 4, 6)  # (B, K*M, H), K = 2
+    logits = head(states)
+    assert logits.shape == (3, 2, 2)
+    expected = head.net(states.view(3, 2, 4, 6)[:, :, :2]).squeeze(-1)
+    assert torch.allclose(logits, expected)
+    with pytest.raises(ValueError, match="depth"):
+        EvidencePlaceHead(hidden=6, memory_tokens=4, depth=5)
+
+
+def test_evidence_place_loss_ignores_empty_slots():
+    logits = torch.zeros(1, 2, 3)
+    targets = torch.tensor([[[1.0, 0, 0], [1.0, 1.0, 1.0]]])
+    only_first = evidence_place_loss(logits, targets, torch.tensor([[True, False]]))
+    assert torch.isclose(only_first, torch.tensor(0.6931), atol=1e-4)  # BCE of logit 0
+    logits[0, 1] = -5.0  # a wrong guess on the empty slot changes nothing
+    assert torch.isclose(
+        evidence_place_loss(logits, targets, torch.tensor([[True, False]])), only_first
+    )
