@@ -3,6 +3,7 @@ memory probe: how much of each auxiliary label group a fresh head can read from 
 memories (what the memory holds, whatever the answerer makes of it).
 
     .venv/bin/python bench/heldout_check.py CHECKPOINT [--worlds 40] [--minutes 0] [--probe]
+        [--oracle] [--per-type N]
 
 ``--minutes 0`` uses the training durations (1-4 minutes) on seeds 9000+, otherwise worlds
 of that length on seeds 9100+. Frames are rendered as ingest sees them (no codec), so this
@@ -109,6 +110,9 @@ def main() -> None:
     parser.add_argument("--probe-mean", action="store_true", help="probe the token mean")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--oracle", action="store_true", help="also answer with the evidence clips forced in"
+    )
+    parser.add_argument(
         "--per-type", type=int, default=0, help="questions per type per world (0: the checkpoint's)"
     )
     args = parser.parse_args()
@@ -123,6 +127,8 @@ def main() -> None:
     shape = (model.clip_frames, model.image_size, args.per_type or cfg["per_type"])
     held = build_examples(list(seeds), durations, *shape)
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
+    if args.oracle:
+        report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
     if args.probe:
         train = build_examples(cfg["train_seeds"][:200], tuple(cfg["durations"]), *shape)
         report["memory_probe_f1"] = memory_probe(model, train, held, tokens=not args.probe_mean)

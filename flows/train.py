@@ -243,9 +243,17 @@ def random_recall(positives: np.ndarray, k: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExample], k: int):
+def evaluate(
+    model: VMemModel,
+    answerer: MemoryAnswerer,
+    examples: list[VideoExample],
+    k: int,
+    oracle: bool = False,
+):
     """Held-out recall@K (archive-stage and video-conditioned questions), its random baseline,
-    and exact-match answer accuracy per question type (TopK selection, greedy answers)."""
+    and exact-match answer accuracy per question type (TopK selection, greedy answers).
+    ``oracle``: the answers read the evidence clips first (forced into the K), the rest by
+    score: what the answerer makes of the right memories, whatever the selection does."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
     correct: dict[str, list[bool]] = {}
@@ -266,7 +274,8 @@ def evaluate(model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExa
             stats["recall_raw"].append(recall_at_k(clip_scores(q_raw, ind), pos, kk))
             stats["recall_cond"].append(recall_at_k(clip_scores(q_cond, ind), pos, kk))
             stats["recall_random"].append(random_recall(ex.positives, kk))
-        tokens, index, relevance = select_memories(q_cond, ind, mem, k, training=False)
+        bias = pos.to(q_cond.dtype) * 1e3 if oracle else None
+        tokens, index, relevance = select_memories(q_cond, ind, mem, k, training=False, bias=bias)
         answers = answerer.generate_answers(tokens, pooled, index, ex.questions, relevance)
         for row, (qtype, got, want) in enumerate(zip(ex.qtypes, answers, ex.answers, strict=True)):
             if qtype == "localisation":  # slots -> the clip indices they hold

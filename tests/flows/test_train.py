@@ -31,6 +31,7 @@ from flows.train_data import (
 from flows.world import make_world
 from flows.world_questions import answer_vocabulary, make_questions
 from models.answer import MemoryAnswerer
+from models.training import select_memories
 from models.vmem import VMemModel
 
 
@@ -213,3 +214,26 @@ def test_stack_evidence_marks_the_places_holding_the_asked_scenes():
     assert not places[ids < 0].any()
     example = build_example(13, 100, 16, 32)
     assert example.stack_evidence.shape == (len(example.questions), 7, STACK_DEPTH)
+
+
+def test_oracle_evaluation_answers_from_the_evidence_clips(smoke_run, monkeypatch):
+    import flows.train as train
+
+    model = VMemModel.from_pretrained(smoke_run).eval()
+    answerer = MemoryAnswerer.from_pretrained(f"{smoke_run}/{ANSWERER_DIR}").eval()
+    examples = [build_example(900, 60, model.clip_frames, model.image_size, per_type=2)]
+    picked = []
+
+    def spy(*args, **kwargs):
+        out = select_memories(*args, **kwargs)
+        picked.append(out[1])
+        return out
+
+    monkeypatch.setattr(train, "select_memories", spy)
+    k = answerer.config.k
+    plain = train.evaluate(model, answerer, examples, k=k)
+    forced = train.evaluate(model, answerer, examples, k=k, oracle=True)
+    assert set(plain) == set(forced) and "accuracy_localisation" in forced
+    positives = torch.from_numpy(examples[0].positives)  # (questions, N)
+    hits = positives.gather(1, picked[1].clamp_min(0)).sum(dim=1)  # the oracle run's picks
+    assert torch.equal(hits, positives.sum(dim=1).clamp_max(k))  # every evidence clip fits in
