@@ -48,15 +48,13 @@ def fit_probe(head, memories, labels, groups=(), steps: int = 1500):
 
 
 def memory_probe(
-    model, train, held, steps: int = 1500, tokens: bool = True
+    model, train, held, memories, steps: int = 1500, tokens: bool = True
 ) -> dict[str, dict[str, float]]:
-    """F1 per label group of a fresh ClipLabelHead trained on frozen memories (reading the
-    memory tokens side by side, or their mean with ``tokens`` False)."""
+    """F1 per label group of a fresh ClipLabelHead trained on frozen memories (``memories``:
+    {"train", "held"} -> ``frozen_memories``), reading the memory tokens side by side, or
+    their mean with ``tokens`` False."""
     sets = {
-        name: (
-            frozen_memories(model, exs),
-            torch.from_numpy(np.concatenate([e.labels for e in exs])),
-        )
+        name: (memories[name], torch.from_numpy(np.concatenate([e.labels for e in exs])))
         for name, exs in (("train", train), ("held", held))
     }
     width = model.memory_tokens if tokens else 0
@@ -77,12 +75,15 @@ def memory_probe(
     return out
 
 
-def stack_probe(model, train, held, depth: int = 4, steps: int = 1500) -> dict[str, list[float]]:
-    """F1 per stack place (0: the latest scene) of a fresh SceneStackHead on frozen memories:
-    how well token j holds the j-th latest scene, in one code shared by the tokens."""
+def stack_probe(
+    model, train, held, memories, depth: int = 4, steps: int = 1500
+) -> dict[str, list[float]]:
+    """F1 per stack place (0: the latest scene) of a fresh SceneStackHead on frozen memories
+    (as in ``memory_probe``): how well token j holds the j-th latest scene, in one code
+    shared by the tokens."""
     sets = {
         name: (
-            frozen_memories(model, exs),
+            memories[name],
             torch.from_numpy(np.concatenate([e.stack[:, :depth] for e in exs])),
         )
         for name, exs in (("train", train), ("held", held))
@@ -131,8 +132,11 @@ def main() -> None:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
     if args.probe:
         train = build_examples(cfg["train_seeds"][:200], tuple(cfg["durations"]), *shape)
-        report["memory_probe_f1"] = memory_probe(model, train, held, tokens=not args.probe_mean)
-        report["stack_probe_f1"] = stack_probe(model, train, held)
+        memories = {"train": frozen_memories(model, train), "held": frozen_memories(model, held)}
+        report["memory_probe_f1"] = memory_probe(
+            model, train, held, memories, tokens=not args.probe_mean
+        )
+        report["stack_probe_f1"] = stack_probe(model, train, held, memories)
     print(json.dumps(report, indent=1))
 
 

@@ -132,8 +132,12 @@ def scene_stack(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarra
     screen); zeros before the video's first scene. Scenes that ended in earlier clips are
     known only through the carried memory; a shared head reading memory token j as scene j
     teaches the memory one code for every scene, so "just before X" is the token after X's."""
+    return stack_labels(world, stack_scene_ids(world, ranges, fps))
+
+
+def stack_labels(world: World, ids: np.ndarray) -> np.ndarray:
+    """``scene_stack`` of the scene indices ``ids`` (``stack_scene_ids``)."""
     index = {name: i for i, name in enumerate(STACK_LABELS)}
-    ids = stack_scene_ids(world, ranges, fps)
     out = np.zeros((*ids.shape, len(STACK_LABELS)), dtype=np.float32)
     for (i, j), scene in np.ndenumerate(ids):
         if scene < 0:
@@ -193,7 +197,7 @@ def build_example(
         positives=np.stack(masks) if masks else np.zeros((0, len(frames)), dtype=bool),
         qtypes=[qa.qtype for qa in qas],
         labels=clip_labels(world, ranges),
-        stack=scene_stack(world, ranges, fps),
+        stack=stack_labels(world, stack_ids),
         stack_evidence=(
             np.stack(places) if places else np.zeros((0, *stack_ids.shape), dtype=bool)
         ),

@@ -222,31 +222,30 @@ def training_losses(
     tokens, index, relevance = select_memories(
         q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
+    valid = index >= 0  # (Bq, K) filled slots
     if slot_answers is not None and slot_answers.any():
-        valid = index >= 0
         evidence = positives.gather(1, index.clamp_min(0)) & valid  # (Bq, K)
         rows = slot_answers.nonzero().flatten()
         words = slot_answer_words(evidence[rows], relevance[rows].masked_fill(~valid[rows], -2))
         answer_ids = answer_ids.clone()
         answer_ids[rows] = answerer.encode_answers(words)
-    places = place_head is not None and stack_evidence is not None
-    answer = answerer(tokens, pooled, answer_ids, index, questions, relevance, memory_states=places)
-    if places:
-        answer, states = answer
+    answer, states = answerer(
+        tokens, pooled, answer_ids, index, questions, relevance, memory_states=True
+    )
     losses = {"loss": answer + align, "answer": answer.detach(), "align": align.detach()}
-    if places:
-        valid = index >= 0
+
+    def add(name: str, weight: float, value: torch.Tensor) -> None:
+        losses["loss"] = losses["loss"] + weight * value
+        losses[name] = value.detach()
+
+    if place_head is not None and stack_evidence is not None:
         pick = index.clamp_min(0).unsqueeze(-1).expand(-1, -1, stack_evidence.shape[-1])
         targets = stack_evidence.gather(1, pick)[..., : place_head.depth]  # (Bq, K, S)
-        place = evidence_place_loss(place_head(states), targets, valid)
-        losses["loss"] = losses["loss"] + place_weight * place
-        losses["place"] = place.detach()
+        add("place", place_weight, evidence_place_loss(place_head(states), targets, valid))
     if aux_head is not None and clip_labels is not None:
         aux = clip_label_loss(aux_head(memories), clip_labels, aux_head.groups)  # (B, N, C)
-        losses["loss"] = losses["loss"] + aux_weight * aux
-        losses["aux"] = aux.detach()
+        add("aux", aux_weight, aux)
     if stack_head is not None and scene_stack is not None:
         stack = clip_label_loss(stack_head(memories), scene_stack[:, :, : stack_head.depth])
-        losses["loss"] = losses["loss"] + aux_weight * stack
-        losses["stack"] = stack.detach()
+        add("stack", aux_weight, stack)
     return losses
