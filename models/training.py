@@ -73,14 +73,17 @@ def alignment_loss(
     indicators: torch.Tensor,
     positives: torch.Tensor,
     temperature: float = 0.1,
+    each_clip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of each question against the clips of its own video.
 
     questions (B, Q) unit, indicators (B, N, Q) unit (row b: the video of question b),
-    positives (B, N) bool (the clips overlapping the evidence). The loss is
-    -log(sum_pos exp(s/t) / sum_all exp(s/t)); rows without a positive clip (e.g. a count
-    of zero) or whose every clip is positive carry no signal and are skipped. A scalar
-    (0 with a graph when no row counts).
+    positives (B, N) bool (the clips overlapping the evidence). The loss of a row is
+    -log(sum_pos exp(s/t) / sum_all exp(s/t)), which one high evidence clip satisfies; rows
+    marked in ``each_clip`` (B,) bool take instead the mean over their evidence clips of
+    -log(exp(s/t) / sum_all exp(s/t)), which pulls every evidence clip up. Rows without a
+    positive clip (e.g. a count of zero) or whose every clip is positive carry no signal and
+    are skipped. A scalar (0 with a graph when no row counts).
     """
     positives = positives.bool()
     logits = torch.einsum("bq,bnq->bn", questions, indicators) / temperature  # (B, N)
@@ -88,8 +91,12 @@ def alignment_loss(
     if not rows.any():
         return logits.sum() * 0.0
     logits, positives = logits[rows], positives[rows]
-    pos = logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
-    return (logits.logsumexp(dim=1) - pos).mean()
+    every = logits.logsumexp(dim=1)
+    loss = every - logits.masked_fill(~positives, float("-inf")).logsumexp(dim=1)
+    if each_clip is not None:
+        each = ((every.unsqueeze(1) - logits) * positives).sum(dim=1) / positives.sum(dim=1)
+        loss = torch.where(each_clip[rows], each, loss)
+    return loss.mean()
 
 
 def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
@@ -189,6 +196,7 @@ def training_losses(
     place_head=None,
     stack_evidence: torch.Tensor | None = None,
     place_weight: float = 1.0,
+    align_each_clip: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -198,7 +206,9 @@ def training_losses(
     rows whose evidence clips are forced into the selection (helps the answerer learn before
     the selector does); ``pooled`` (Bq, H): the frozen text model's cached question
     embeddings (computed here when None); ``slot_answers`` (Bq,) bool: rows whose target is
-    the selected slots holding evidence (``slot_answer_words``), set after selection.
+    the selected slots holding evidence (``slot_answer_words``), set after selection;
+    ``align_each_clip`` (Bq,) bool: rows whose alignment pulls up every evidence clip
+    (``alignment_loss``).
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
@@ -214,8 +224,8 @@ def training_losses(
     q_raw, pooled = question_inputs(model, questions, pooled)  # (Bq, Q), (Bq, H)
     mem_q, ind_q = memories[video_of], indicators[video_of]  # (Bq, N, M, D), (Bq, N, Q)
     q_cond = model.condition_questions(q_raw, mem_q[:, -1])  # (Bq, Q)
-    align = alignment_loss(q_raw, ind_q, positives, temperature)
-    align = align + alignment_loss(q_cond, ind_q, positives, temperature)
+    align = alignment_loss(q_raw, ind_q, positives, temperature, align_each_clip)
+    align = align + alignment_loss(q_cond, ind_q, positives, temperature, align_each_clip)
     bias = None
     if oracle is not None:
         bias = (positives & oracle.view(-1, 1)).to(q_cond.dtype) * 1e3  # (Bq, N)

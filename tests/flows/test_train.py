@@ -30,7 +30,7 @@ from flows.train_data import (
 )
 from flows.world import make_world
 from flows.world_questions import answer_vocabulary, make_questions
-from models.answer import MemoryAnswerer
+from models.answer import AnswererConfig, MemoryAnswerer
 from models.training import select_memories
 from models.vmem import VMemModel
 
@@ -237,3 +237,20 @@ def test_oracle_evaluation_answers_from_the_evidence_clips(smoke_run, monkeypatc
     positives = torch.from_numpy(examples[0].positives)  # (questions, N)
     hits = positives.gather(1, picked[1].clamp_min(0)).sum(dim=1)  # the oracle run's picks
     assert torch.equal(hits, positives.sum(dim=1).clamp_max(k))  # every evidence clip fits in
+
+
+def test_batch_tensors_mark_the_types_that_align_every_evidence_clip():
+    from flows.train import batch_tensors
+
+    answerer = MemoryAnswerer(
+        AnswererConfig(vocab=answer_vocabulary(), k=2, memory_tokens=3, memory_dim=16)
+    )
+    batch = [build_example(seed, 60, 16, 32, per_type=2) for seed in (21, 22)]
+    types = [t for ex in batch for t in ex.qtypes]
+    marks = batch_tensors(batch, answerer, ["localisation", "counting"])["align_each_clip"]
+    assert marks.tolist() == [t in ("localisation", "counting") for t in types]
+    assert sum(marks.tolist()) == 8  # 2 videos x 2 types x 2 questions
+    assert not batch_tensors(batch, answerer)["align_each_clip"].any()
+    assert TrainConfig().align_each_clip == ["localisation", "counting"]
+    with pytest.raises(ValueError):
+        TrainConfig(align_each_clip=["colour"])

@@ -172,6 +172,26 @@ def test_alignment_loss_prefers_positive_clips():
     assert alignment_loss(questions, indicators, no_positive).item() == 0.0
 
 
+def test_alignment_loss_each_clip_pulls_every_evidence_clip():
+    questions = torch.tensor([[1.0, 0.0]] * 2)  # (B=2, Q=2)
+    # clip scores 1, 0.5, 0 (temperature 1): evidence clips 0 and 1
+    indicators = torch.tensor([[[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]]] * 2)
+    positives = torch.tensor([[True, True, False]] * 2)
+    logits = torch.tensor([1.0, 0.5, 0.0])
+    every = logits.logsumexp(0)
+    summed = (every - logits[:2].logsumexp(0)).item()  # -log of the evidence clips' sum
+    each = (every - logits[:2]).mean().item()  # mean of -log of each evidence clip
+    assert each > summed
+    for marks, expected in (
+        (None, summed),
+        (torch.tensor([False, False]), summed),
+        (torch.tensor([True, True]), each),
+        (torch.tensor([True, False]), (each + summed) / 2),
+    ):
+        loss = alignment_loss(questions, indicators, positives, 1.0, marks)
+        assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_select_memories_budget_and_order():
     gen = torch.Generator().manual_seed(0)
     memories = torch.randn(2, 5, 3, 4, generator=gen)  # (B, N, M, D)
