@@ -99,6 +99,11 @@ def alignment_loss(
     return loss.mean()
 
 
+def forcing_bias(forced: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Score bias that puts the ``forced`` (..., N) bool clips first in the selection."""
+    return forced.to(dtype) * 1e3
+
+
 def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
     """Cosine fit of each question to each clip of its video: (B, Q), (B, N, Q) -> (B, N)."""
     return torch.einsum("bq,bnq->bn", questions, indicators)
@@ -228,7 +233,7 @@ def training_losses(
     align = align + alignment_loss(q_cond, ind_q, positives, temperature, align_each_clip)
     bias = None
     if oracle is not None:
-        bias = (positives & oracle.view(-1, 1)).to(q_cond.dtype) * 1e3  # (Bq, N)
+        bias = forcing_bias(positives & oracle.view(-1, 1), q_cond.dtype)  # (Bq, N)
     tokens, index, relevance = select_memories(
         q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
