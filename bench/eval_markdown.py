@@ -80,7 +80,13 @@ def main(path: str) -> None:
     ]
     grid = grid_rows(report)
     if grid:
-        lines += ["", "Needle recall@K (one needle scene per video):", "", *grid]
+        per_cell = report["needle_grid"][0].get("videos", 1)
+        lines += [
+            "",
+            f"Needle recall@K (one needle scene per video, {per_cell} video(s) per cell):",
+            "",
+            *grid,
+        ]
     print("\n".join(lines))
 
 

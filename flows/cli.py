@@ -304,6 +304,9 @@ def evaluate(
     grid: Annotated[
         str | None, typer.Option(help="needle grid video lengths in minutes, e.g. 1,5,15,30,60")
     ] = None,
+    grid_videos: Annotated[
+        int, typer.Option(help="needle videos per grid cell (different worlds)")
+    ] = 1,
     no_ablations: Annotated[bool, typer.Option(help="skip ablations (a) and (b)")] = False,
     workdir: Annotated[Path, typer.Option(help="videos, databases, grid files")] = Path(
         "vmem-eval"
@@ -325,6 +328,7 @@ def evaluate(
             workdir=str(workdir),
             ablations=not no_ablations,
             grid_minutes=[float(v) for v in grid.split(",")] if grid else [],
+            grid_videos=grid_videos,
         )
     except ValueError as exc:
         _fail(f"invalid evaluation settings: {exc}")

@@ -44,6 +44,7 @@ class EvalConfig(BaseModel):
     ablations: bool = True
     grid_minutes: list[float] = Field(default_factory=list)  # e.g. [1, 5, 15, 30, 60]
     grid_depths: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    grid_videos: int = Field(1, ge=1)  # needle videos per grid cell (world seeds seed, seed+1, ...)
     model_cache: str = "~/.cache/vmem/models"
 
 
@@ -201,21 +202,29 @@ def memory_budget(bound: BoundModel) -> dict:
 
 @task(name="needle-grid")
 def needle_grid(cfg: EvalConfig) -> list[dict]:
-    """recall@K of one needle scene per video, over video length x needle depth."""
+    """recall@K of one needle scene per video, over video length x needle depth; a cell's
+    recall is the share of its ``grid_videos`` videos (different worlds) whose needle was found."""
     archive = Path(cfg.workdir) / "grid"
     videos = []
     for minutes in cfg.grid_minutes:
         for depth in cfg.grid_depths:
-            world = make_world(cfg.seed, minutes * 60.0, needle=NEEDLE, needle_depth=depth)
-            path = write_world_once(world, archive / f"needle-{minutes:g}min-{depth:.2f}.mp4")
-            videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
+            for index in range(cfg.grid_videos):
+                world = make_world(
+                    cfg.seed + index, minutes * 60.0, needle=NEEDLE, needle_depth=depth
+                )
+                name = f"needle-{minutes:g}min-{depth:.2f}" + (f"-{index}" if index else "")
+                path = write_world_once(world, archive / f"{name}.mp4")
+                videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
     vcfg = _config(cfg, Path(cfg.workdir) / "db-grid")
     ingest_flow(str(archive), vcfg)
     bound = bind_model(vcfg)
     selected = select_for(bound, [(uri, [qa]) for _, _, uri, qa in videos])
+    hits: dict[tuple[float, float], list[float]] = {}
+    for (m, d, _, _), (qa, clips, _, _) in zip(videos, selected, strict=True):
+        hits.setdefault((m, d), []).append(float(any(overlaps(c, qa.evidence) for c in clips)))
     return [
-        {"minutes": m, "depth": d, "recall": float(any(overlaps(c, qa.evidence) for c in clips))}
-        for (m, d, _, _), (qa, clips, _, _) in zip(videos, selected, strict=True)
+        {"minutes": m, "depth": d, "recall": sum(found) / len(found), "videos": len(found)}
+        for (m, d), found in hits.items()
     ]
 
 

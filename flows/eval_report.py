@@ -48,11 +48,12 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
 
 
 def write_grid(grid: list[dict], folder: Path) -> dict[str, str]:
-    """needle_grid.csv (minutes, depth, recall) and needle_grid.png (rows: length, cols: depth)."""
+    """needle_grid.csv (minutes, depth, recall, videos) and needle_grid.png (rows: length,
+    columns: depth)."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "needle_grid.csv"
     with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["minutes", "depth", "recall"])
+        writer = csv.DictWriter(handle, fieldnames=["minutes", "depth", "recall", "videos"])
         writer.writeheader()
         writer.writerows(grid)
     _, _, matrix = grid_matrix(grid)

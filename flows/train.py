@@ -72,7 +72,7 @@ class TrainConfig(BaseModel):
     eval_seeds: list[int] = Field(default_factory=lambda: list(range(9000, 9010)))
     durations: list[float] = Field(default_factory=lambda: [60.0, 120.0, 180.0, 240.0])
     per_type: int = 6  # questions per type per world
-    steps: int = 7000  # stage 2: ~0.17 s/step on 2 cores (frame tokens and questions cached)
+    steps: int = 7000  # stage 2: ~0.18 s/step on 2 cores (frame tokens and questions cached)
     videos_per_step: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01

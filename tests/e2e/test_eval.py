@@ -30,6 +30,8 @@ def test_eval_json_report_with_ablations_and_grid(
             "1",
             "--grid",
             "1",
+            "--grid-videos",
+            "2",
             "--workdir",
             str(workdir),
             "--json",
@@ -51,6 +53,9 @@ def test_eval_json_report_with_ablations_and_grid(
     assert report["answer_input_tokens"] == 4 * 8  # K x M with the defaults
     assert report["ablation_no_memory"]["questions"] == report["questions"]
     assert len(report["needle_grid"]) == 5  # one length x five depths
+    for cell in report["needle_grid"]:  # two needle worlds per cell: 0, 1/2 or 2/2 found
+        assert cell["videos"] == 2 and cell["recall"] in (0.0, 0.5, 1.0)
+    assert len(list((workdir / "grid").glob("*.mp4"))) == 10
     if bundle_available():  # the trained default carries an answerer: answers are scored
         for variant in (report, report["ablation_no_memory"], report["ablation_last_k"]):
             accuracy = variant["answer_accuracy"]

@@ -87,14 +87,15 @@ def test_readable_answer_joins_digits_and_maps_slot_ranges_to_seconds():
 
 def test_grid_files(tmp_path):
     grid = [
-        {"minutes": 1.0, "depth": 0.0, "recall": 1.0},
-        {"minutes": 1.0, "depth": 1.0, "recall": 0.0},
-        {"minutes": 5.0, "depth": 0.0, "recall": 1.0},
+        {"minutes": 1.0, "depth": 0.0, "recall": 1.0, "videos": 2},
+        {"minutes": 1.0, "depth": 1.0, "recall": 0.5, "videos": 2},
+        {"minutes": 5.0, "depth": 0.0, "recall": 1.0, "videos": 2},
     ]
     lengths, depths, matrix = grid_matrix(grid)
     assert lengths == [1.0, 5.0] and depths == [0.0, 1.0] and np.isnan(matrix[1, 1])
+    assert matrix[0, 1] == 0.5
     files = write_grid(grid, tmp_path)
     png = open(files["png"], "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (2 * 32, 2 * 32)  # (depths, lengths) cells
-    assert open(files["csv"]).read().splitlines()[0] == "minutes,depth,recall"
+    assert open(files["csv"]).read().splitlines()[0] == "minutes,depth,recall,videos"
