@@ -102,6 +102,24 @@ def stack_probe(
     return out
 
 
+def load_run(checkpoint: str) -> tuple[VMemModel, MemoryAnswerer, dict]:
+    """A training run's model, answerer and training config, in eval mode."""
+    model = VMemModel.from_pretrained(checkpoint).eval()
+    answerer = MemoryAnswerer.from_pretrained(f"{checkpoint}/{ANSWERER_DIR}").eval()
+    return model, answerer, json.load(open(f"{checkpoint}/train_config.json"))
+
+
+def held_out_worlds(model, cfg: dict, worlds: int, minutes: float, per_type: int = 0) -> list:
+    """Rendered held-out examples: ``minutes`` 0 gives the training durations on seeds 9000+,
+    otherwise worlds of that length on seeds 9100+; ``per_type`` 0: the run's."""
+    if minutes:
+        seeds, durations = range(9100, 9100 + worlds), (minutes * 60.0,)
+    else:
+        seeds, durations = range(9000, 9000 + worlds), tuple(cfg["durations"])
+    shape = (model.clip_frames, model.image_size, per_type or cfg["per_type"])
+    return build_examples(list(seeds), durations, *shape)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -118,15 +136,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = VMemModel.from_pretrained(args.checkpoint).eval()
-    answerer = MemoryAnswerer.from_pretrained(f"{args.checkpoint}/{ANSWERER_DIR}").eval()
-    cfg = json.load(open(f"{args.checkpoint}/train_config.json"))
-    if args.minutes:
-        seeds, durations = range(9100, 9100 + args.worlds), (args.minutes * 60.0,)
-    else:
-        seeds, durations = range(9000, 9000 + args.worlds), tuple(cfg["durations"])
+    model, answerer, cfg = load_run(args.checkpoint)
+    held = held_out_worlds(model, cfg, args.worlds, args.minutes, args.per_type)
     shape = (model.clip_frames, model.image_size, args.per_type or cfg["per_type"])
-    held = build_examples(list(seeds), durations, *shape)
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
     if args.oracle:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)

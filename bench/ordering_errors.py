@@ -17,13 +17,10 @@ import re
 from collections import Counter
 
 import torch
+from heldout_check import held_out_worlds, load_run
 
-from flows.train import question_inputs
-from flows.train_data import build_examples
+from flows.train import evaluate
 from flows.world import COLOURS, SHAPES
-from models.answer import ANSWERER_DIR, MemoryAnswerer
-from models.training import encode_video_clips, select_memories
-from models.vmem import VMemModel
 
 NAME = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 
@@ -41,26 +38,6 @@ def kind_of(answer: str, want: str, question: str) -> str:
     return "other"
 
 
-@torch.no_grad()
-def ordering_kinds(model, answerer, examples, k: int) -> Counter:
-    """Counts of ``kind_of`` over the examples' ordering questions (TopK selection)."""
-    kinds: Counter = Counter()
-    for ex in examples:
-        memories, indicators = encode_video_clips(model, torch.from_numpy(ex.frames))
-        q_raw, pooled = question_inputs(model, ex.questions)
-        n_q = len(ex.questions)
-        mem, ind = memories.expand(n_q, -1, -1, -1), indicators.expand(n_q, -1, -1)
-        q_cond = model.condition_questions(q_raw, mem[:, -1])
-        tokens, index, relevance = select_memories(q_cond, ind, mem, k, training=False)
-        answers = answerer.generate_answers(tokens, pooled, index, ex.questions, relevance)
-        for qtype, question, got, want in zip(
-            ex.qtypes, ex.questions, answers, ex.answers, strict=True
-        ):
-            if qtype == "ordering":
-                kinds[kind_of(got, " ".join(want), question)] += 1
-    return kinds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -70,17 +47,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = VMemModel.from_pretrained(args.checkpoint).eval()
-    answerer = MemoryAnswerer.from_pretrained(f"{args.checkpoint}/{ANSWERER_DIR}").eval()
-    cfg = json.load(open(f"{args.checkpoint}/train_config.json"))
-    if args.minutes:
-        seeds, durations = range(9100, 9100 + args.worlds), (args.minutes * 60.0,)
-    else:
-        seeds, durations = range(9000, 9000 + args.worlds), tuple(cfg["durations"])
-    held = build_examples(
-        list(seeds), durations, model.clip_frames, model.image_size, args.per_type
-    )
-    print(json.dumps(dict(ordering_kinds(model, answerer, held, cfg["k"])), indent=1))
+    model, answerer, cfg = load_run(args.checkpoint)
+    held = held_out_worlds(model, cfg, args.worlds, args.minutes, args.per_type)
+    rows: list[tuple[str, str, str, str]] = []
+    evaluate(model, answerer, held, cfg["k"], record=rows)
+    kinds = Counter(kind_of(got, want, q) for qtype, q, got, want in rows if qtype == "ordering")
+    print(json.dumps(dict(kinds), indent=1))
 
 
 if __name__ == "__main__":

@@ -266,11 +266,13 @@ def evaluate(
     examples: list[VideoExample],
     k: int,
     oracle: bool = False,
+    record: list[tuple[str, str, str, str]] | None = None,
 ):
     """Held-out recall@K (archive-stage and video-conditioned questions), its random baseline,
     and exact-match answer accuracy per question type (TopK selection, greedy answers).
     ``oracle``: the answers read the evidence clips first (forced into the K), the rest by
-    score: what the answerer makes of the right memories, whatever the selection does."""
+    score: what the answerer makes of the right memories, whatever the selection does.
+    ``record``: when given, (type, question, answer, reference) of each question is added."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
     correct: dict[str, list[bool]] = {}
@@ -298,6 +300,8 @@ def evaluate(
             if qtype == "localisation":  # slots -> the clip indices they hold
                 got = slots_to_clips(got, index[row].tolist())
             correct.setdefault(qtype, []).append(got == " ".join(want))
+            if record is not None:
+                record.append((qtype, ex.questions[row], got, " ".join(want)))
     out = {name: float(np.nanmean(v)) if v else float("nan") for name, v in stats.items()}
     out.update({f"accuracy_{t}": float(np.mean(v)) for t, v in sorted(correct.items())})
     model.train(), answerer.train()

@@ -239,6 +239,22 @@ def test_oracle_evaluation_answers_from_the_evidence_clips(smoke_run, monkeypatc
     assert torch.equal(hits, positives.sum(dim=1).clamp_max(k))  # every evidence clip fits in
 
 
+def test_evaluate_records_every_answer_it_scores(smoke_run):
+    from flows.train import evaluate
+
+    model = VMemModel.from_pretrained(smoke_run).eval()
+    answerer = MemoryAnswerer.from_pretrained(f"{smoke_run}/{ANSWERER_DIR}").eval()
+    examples = [build_example(901, 60, model.clip_frames, model.image_size, per_type=2)]
+    rows = []
+    metrics = evaluate(model, answerer, examples, k=answerer.config.k, record=rows)
+    asked = list(zip(examples[0].qtypes, examples[0].questions, strict=True))
+    assert [(t, q) for t, q, _, _ in rows] == asked
+    assert [want for *_, want in rows] == [" ".join(a) for a in examples[0].answers]
+    for qtype in set(examples[0].qtypes):  # the recorded answers are the ones scored
+        right = [got == want for t, _, got, want in rows if t == qtype]
+        assert metrics[f"accuracy_{qtype}"] == sum(right) / len(right)
+
+
 def test_batch_tensors_mark_the_types_that_align_every_evidence_clip():
     from flows.train import batch_tensors
 
