@@ -109,6 +109,11 @@ def load_run(checkpoint: str) -> tuple[VMemModel, MemoryAnswerer, dict]:
     return model, answerer, json.load(open(f"{checkpoint}/train_config.json"))
 
 
+def example_shape(model, cfg: dict, per_type: int = 0) -> tuple[int, int, int]:
+    """(clip frames, image size, questions per type) of the run's examples; 0: the run's."""
+    return model.clip_frames, model.image_size, per_type or cfg["per_type"]
+
+
 def held_out_worlds(model, cfg: dict, worlds: int, minutes: float, per_type: int = 0) -> list:
     """Rendered held-out examples: ``minutes`` 0 gives the training durations on seeds 9000+,
     otherwise worlds of that length on seeds 9100+; ``per_type`` 0: the run's."""
@@ -116,8 +121,7 @@ def held_out_worlds(model, cfg: dict, worlds: int, minutes: float, per_type: int
         seeds, durations = range(9100, 9100 + worlds), (minutes * 60.0,)
     else:
         seeds, durations = range(9000, 9000 + worlds), tuple(cfg["durations"])
-    shape = (model.clip_frames, model.image_size, per_type or cfg["per_type"])
-    return build_examples(list(seeds), durations, *shape)
+    return build_examples(list(seeds), durations, *example_shape(model, cfg, per_type))
 
 
 def main() -> None:
@@ -138,12 +142,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, answerer, cfg = load_run(args.checkpoint)
     held = held_out_worlds(model, cfg, args.worlds, args.minutes, args.per_type)
-    shape = (model.clip_frames, model.image_size, args.per_type or cfg["per_type"])
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
     if args.oracle:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
     if args.probe:
-        train = build_examples(cfg["train_seeds"][:200], tuple(cfg["durations"]), *shape)
+        train = build_examples(
+            cfg["train_seeds"][:200],
+            tuple(cfg["durations"]),
+            *example_shape(model, cfg, args.per_type),
+        )
         memories = {"train": frozen_memories(model, train), "held": frozen_memories(model, held)}
         report["memory_probe_f1"] = memory_probe(
             model, train, held, memories, tokens=not args.probe_mean

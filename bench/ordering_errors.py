@@ -29,11 +29,10 @@ def kind_of(answer: str, want: str, question: str) -> str:
     """right / other object / mixed name / other, against the two names in ``question``."""
     if answer == want:
         return "right"
-    names = NAME.findall(question)
-    if tuple(answer.split()) in names:
+    names, words = NAME.findall(question), tuple(answer.split())
+    if words in names:
         return "other object"
-    words = answer.split()
-    if len(words) == 2 and {words[0], words[1]} <= {w for name in names for w in name}:
+    if len(words) == 2 and set(words) <= {w for name in names for w in name}:
         return "mixed name"
     return "other"
 

@@ -9,6 +9,7 @@ last K clips instead of selection. A needle grid (video length x needle depth) i
 from __future__ import annotations
 
 import math
+from itertools import product
 from pathlib import Path
 
 from prefect import flow, task
@@ -206,15 +207,12 @@ def needle_grid(cfg: EvalConfig) -> list[dict]:
     recall is the share of its ``grid_videos`` videos (different worlds) whose needle was found."""
     archive = Path(cfg.workdir) / "grid"
     videos = []
-    for minutes in cfg.grid_minutes:
-        for depth in cfg.grid_depths:
-            for index in range(cfg.grid_videos):
-                world = make_world(
-                    cfg.seed + index, minutes * 60.0, needle=NEEDLE, needle_depth=depth
-                )
-                name = f"needle-{minutes:g}min-{depth:.2f}" + (f"-{index}" if index else "")
-                path = write_world_once(world, archive / f"{name}.mp4")
-                videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
+    cells = product(cfg.grid_minutes, cfg.grid_depths, range(cfg.grid_videos))
+    for minutes, depth, index in cells:
+        world = make_world(cfg.seed + index, minutes * 60.0, needle=NEEDLE, needle_depth=depth)
+        name = f"needle-{minutes:g}min-{depth:.2f}" + (f"-{index}" if index else "")
+        path = write_world_once(world, archive / f"{name}.mp4")
+        videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
     vcfg = _config(cfg, Path(cfg.workdir) / "db-grid")
     ingest_flow(str(archive), vcfg)
     bound = bind_model(vcfg)

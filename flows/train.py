@@ -275,7 +275,7 @@ def evaluate(
     ``record``: when given, (type, question, answer, reference) of each question is added."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
-    correct: dict[str, list[bool]] = {}
+    rows: list[tuple[str, str, str, str]] = []  # (type, question, answer, reference)
     for ex in examples:
         if ex.tokens is not None:
             memories, indicators = (
@@ -299,11 +299,14 @@ def evaluate(
         for row, (qtype, got, want) in enumerate(zip(ex.qtypes, answers, ex.answers, strict=True)):
             if qtype == "localisation":  # slots -> the clip indices they hold
                 got = slots_to_clips(got, index[row].tolist())
-            correct.setdefault(qtype, []).append(got == " ".join(want))
-            if record is not None:
-                record.append((qtype, ex.questions[row], got, " ".join(want)))
+            rows.append((qtype, ex.questions[row], got, " ".join(want)))
+    correct: dict[str, list[bool]] = {}
+    for qtype, _, got, want in rows:
+        correct.setdefault(qtype, []).append(got == want)
     out = {name: float(np.nanmean(v)) if v else float("nan") for name, v in stats.items()}
     out.update({f"accuracy_{t}": float(np.mean(v)) for t, v in sorted(correct.items())})
+    if record is not None:
+        record.extend(rows)
     model.train(), answerer.train()
     return out
 
