@@ -1,6 +1,7 @@
 """What the ordering answers of a checkpoint are, on rendered held-out worlds: right, the
 other of the two named objects, a mixed name (the colour of one and the shape of the
-other), or something else.
+other), or something else; side by side with free decoding and with the answer chosen
+among the two offered names (``AnswererConfig.answer_offered_choices``).
 
     .venv/bin/python bench/ordering_errors.py CHECKPOINT [--worlds 40] [--minutes 0]
         [--per-type 6]
@@ -48,10 +49,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, answerer, cfg = load_run(args.checkpoint)
     held = held_out_worlds(model, cfg, args.worlds, args.minutes, args.per_type)
-    rows: list[tuple[str, str, str, str]] = []
-    evaluate(model, answerer, held, cfg["k"], record=rows)
-    kinds = Counter(kind_of(got, want, q) for qtype, q, got, want in rows if qtype == "ordering")
-    print(json.dumps(dict(kinds), indent=1))
+    report = {}
+    for name, offered in (("free decoding", False), ("offered choices", True)):
+        answerer.config.answer_offered_choices = offered
+        rows: list[tuple[str, str, str, str]] = []
+        evaluate(model, answerer, held, cfg["k"], record=rows)
+        report[name] = dict(
+            Counter(kind_of(got, want, q) for qtype, q, got, want in rows if qtype == "ordering")
+        )
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,9 @@ class AnswererConfig(PreTrainedConfig):
     # read the question before the memories, so (causal) memory positions attend to it and
     # each selected clip is read for what the question asks; False: memories first
     question_first: bool = False
+    # a question offering alternatives ("... the X or the Y?") is answered with the likelier
+    # of them (``offered_choices``), not by free decoding, which can mix their words
+    answer_offered_choices: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
         self.lm_config = _as_config_dict(self.lm_config, DEFAULT_ANSWER_LM, "lm_config")
@@ -172,6 +175,20 @@ class MemoryAnswerer(PreTrainedModel):
                 bucket = len(cfg.tokens) + zlib.crc32(word.encode()) % cfg.word_buckets
                 ids[row, col] = index.get(word, bucket)
         return ids
+
+    def offered_choices(self, question: str) -> list[list[str]]:
+        """The alternatives a question offers, "(the|a|an) X or (the|a|an) Y", each cut to its
+        leading answer-vocabulary words ("the red square moving up" -> ["red", "square"]);
+        [] when it offers no two distinct ones."""
+        found = OFFERED.search(question.lower())
+        if found is None:
+            return []
+        vocab, out = set(self.config.vocab), []
+        for side in found.groups():
+            words = side.split()
+            lead = next((i for i, w in enumerate(words) if w not in vocab), len(words))
+            out.append(words[: min(lead, self.config.max_answer_tokens)])
+        return out if all(out) and out[0] != out[1] else []
 
     def decode_ids(self, ids: Sequence[int]) -> str:
         """Ids up to EOS -> the answer string (words joined by spaces)."""
@@ -286,8 +303,28 @@ class MemoryAnswerer(PreTrainedModel):
             ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
             if (ids == EOS_ID).any(dim=1).all():
                 break
-        return [self.decode_ids(row.tolist()) for row in ids]
+        answers = [self.decode_ids(row.tolist()) for row in ids]
+        if self.config.answer_offered_choices:
+            for row, text in enumerate(questions or []):
+                choices = self.offered_choices(text)
+                if choices:
+                    answers[row] = self.likeliest(prefix[row], mask[row], choices)
+        return answers
 
+    def likeliest(self, prefix: torch.Tensor, mask: torch.Tensor, choices: list[list[str]]) -> str:
+        """The choice (word list) whose words + EOS the answerer finds likeliest after one
+        row's prefix (S, H) and mask (S,): summed log-probabilities."""
+        ids = self.encode_answers(choices).to(prefix.device)  # (C, L)
+        n = len(choices)
+        logits = self.logits(prefix.expand(n, -1, -1), mask.expand(n, -1), ids[:, :-1])
+        logits[..., [PAD_ID, BOS_ID]] = float("-inf")
+        logp = logits.log_softmax(dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # (C, L)
+        total = logp.masked_fill(ids == PAD_ID, 0.0).sum(dim=1)
+        return " ".join(choices[int(total.argmax())])
+
+
+# "... the X or the Y ..." (also a/an): the two alternatives a question offers
+OFFERED = re.compile(r"\b(?:the|an?) ([a-z0-9 ]+?) or (?:the|an?) ([a-z0-9 ]+)")
 
 ANSWERER_DIR = "answerer"  # the answerer's subfolder inside a trained VMem checkpoint
 

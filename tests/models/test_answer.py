@@ -161,6 +161,41 @@ def test_overfits_a_tiny_batch(question_first):
     assert answerer.eval().generate_answers(memories, question) == [" ".join(t) for t in targets]
 
 
+def test_offered_choices_are_the_leading_answer_words_of_each_alternative():
+    answerer = make_answerer()
+    choices = answerer.offered_choices
+    assert choices("Which came first, the red circle moving up or the blue square?") == [
+        ["red", "circle"],
+        ["blue", "square"],
+    ]
+    assert choices("Did the blue square or the red circle appear earlier?") == [
+        ["blue", "square"],
+        ["red", "circle"],
+    ]
+    assert choices("Shown before the other: a red square or a 2?") == [["red", "square"], ["2"]]
+    assert choices("How many times does a red circle appear?") == []
+    assert choices("The red circle or the red circle?") == []  # no two distinct ones
+    assert choices("The purple cone or the red circle?") == []  # one side has no answer word
+
+
+def test_offered_choices_answer_with_the_likelier_alternative():
+    """With choices on, the answer is whichever alternative has the lower teacher-forced CE;
+    off, free decoding (which may name neither)."""
+    answerer = make_answerer(seed=3).eval()
+    gen = torch.Generator().manual_seed(0)
+    memories, question = torch.randn(1, 6, 16, generator=gen), torch.randn(1, 8, generator=gen)
+    for text in ("Which came first, the red circle or the blue square?",
+                 "Which came first, the blue circle or the red square?"):  # fmt: skip
+        options = answerer.offered_choices(text)
+        ce = [answerer(memories, question, answerer.encode_answers([o]), None, [text]).item()
+              for o in options]  # fmt: skip
+        got = answerer.generate_answers(memories, question, questions=[text])
+        assert got == [" ".join(options[ce.index(min(ce))])]
+    answerer.config.answer_offered_choices = False  # this untrained one then names neither
+    free = answerer.generate_answers(memories, question, questions=[text])[0]
+    assert free.split() not in options
+
+
 def test_alignment_loss_prefers_positive_clips():
     questions = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
     indicators = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]] * 2)  # (B=2, N=2, Q=2)
