@@ -20,7 +20,7 @@ import torch
 
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.registry import load_model
-from models.training import question_inputs
+from models.training import clip_scores, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
 from storage.lance import MemoryStore
@@ -92,9 +92,10 @@ class QueryStage:
         if not filters:
             return results
         vectors = self._embed([q.question for q in questions])  # (B, Q): one forward pass
+        searched = self._searchable(vectors)
         for where, rows in self._group_by_filter(filters).items():
             try:  # archive stage: one batched ANN search per distinct pre-filter
-                hits = self.store.search(vectors[rows], where, self.cfg.candidates, ["video_id"])
+                hits = self.store.search(searched[rows], where, self.cfg.candidates, ["video_id"])
             except Exception as exc:  # a storage error fails these questions, not the batch
                 for i in rows:
                     results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
@@ -156,7 +157,9 @@ class QueryStage:
         for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
             rows = groups[video_id]
             indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
-            scores = indicators @ q_video
+            scores = clip_scores(
+                torch.from_numpy(q_video[None]), torch.from_numpy(indicators[None])
+            )[0].numpy()  # (N,): each clip's best-fitting indicator
             top = sorted(np.argsort(-scores)[:k], key=lambda j: rows[j]["clip_index"])
             selected.append([self._clip(rows[j], float(scores[j])) for j in top])
         return selected
@@ -227,7 +230,9 @@ class QueryStage:
             compiled = replace(
                 compiled, where=f"({compiled.where}) AND {own}" if compiled.where else own
             )
-        vector = self._embed([compiled.relevance])[0] if compiled.relevance else None
+        vector = None
+        if compiled.relevance:
+            vector = self._searchable(self._embed([compiled.relevance]))[0]
         return execute(self.store, compiled, vector)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -238,6 +243,12 @@ class QueryStage:
     def _embed(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             return self.model.encode_questions(texts).float().numpy()
+
+    def _searchable(self, vectors: np.ndarray) -> np.ndarray:
+        """(B, Q) questions -> (B, indicator width) ANN queries. Per-token indicators are M
+        unit vectors side by side: the question repeated M times finds a clip by the mean
+        fit of its tokens (the video stage then scores it by its best token)."""
+        return np.tile(vectors, (1, self.model.indicator_width // vectors.shape[1]))
 
 
 def make_query_pool(size: int, *args) -> ray.util.ActorPool:

@@ -74,7 +74,7 @@ def bind_model(cfg: VMemConfig) -> BoundModel:
         }
     )
     dims = (
-        model_cfg.indicator_dim,
+        model_cfg.indicator_width,
         model_cfg.memory_tokens,
         model_cfg.encoder().hidden_size,
     )

@@ -120,9 +120,10 @@ def compose_config(
     encoder_lm: str | None,
     question_model: str | None,
     encoder_lm_layers: int | None = None,
+    per_token_indicators: bool = False,
 ) -> VMemModelConfig:
     """The default VMem config with the given parts' configs swapped in."""
-    fields: dict = {}
+    fields: dict = {"per_token_indicators": per_token_indicators}
     if vision_model is not None:
         tower, mean, std = read_vision_part(vision_model)
         fields.update(vision_config=tower, image_mean=mean, image_std=std)
@@ -151,12 +152,16 @@ def compose_model(
     question_model: str | None,
     encoder_lm_layers: int | None = None,
     seed: int = 0,
+    per_token_indicators: bool = False,
 ) -> VMemModel:
-    """A VMem model whose given parts carry their pretrained weights, the rest seeded-random.
+    """A VMem model whose given parts carry their pretrained weights, the rest seeded-random
+    (``per_token_indicators``: see ``VMemModelConfig``).
 
     The caller's global RNG is left as it was. Returned in eval mode.
     """
-    config = compose_config(vision_model, encoder_lm, question_model, encoder_lm_layers)
+    config = compose_config(
+        vision_model, encoder_lm, question_model, encoder_lm_layers, per_token_indicators
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VMemModel(config)

@@ -102,6 +102,11 @@ class VMemModelConfig(PreTrainedConfig):
     memory_tokens: int = 8
     # Q: size of clip indicators and question embeddings (the ANN space)
     indicator_dim: int = 64
+    # one unit indicator per memory token (a clip's indicator is M*Q wide) and a clip scores
+    # as its best-fitting token, so a question must fit one token (one scene) whole; False:
+    # one indicator of the tokens' mean, which scores a clip on the attributes it holds
+    # across its scenes, whichever objects hold them (``models.training.clip_scores``)
+    per_token_indicators: bool = False
     # HF text-encoder config (dict with model_type) of the question encoder (byte vocabulary)
     question_config: dict | PreTrainedConfig | None = None
     # subfolder of the checkpoint holding the HF tokenizer of a pretrained question encoder,
@@ -131,6 +136,11 @@ class VMemModelConfig(PreTrainedConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         super().__post_init__(**kwargs)
+
+    @property
+    def indicator_width(self) -> int:
+        """Floats of one clip's stored indicator: M*Q with per-token indicators, else Q."""
+        return self.indicator_dim * (self.memory_tokens if self.per_token_indicators else 1)
 
     def vision(self) -> PreTrainedConfig:
         """The vision backbone's HF config object."""

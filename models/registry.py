@@ -30,15 +30,16 @@ _HASH_CHUNK = 1 << 20
 _BUILD_LOCK = threading.Lock()  # the seeded build uses the global RNG: one thread at a time
 
 
-def build_default_model(seed: int = 0) -> VMemModel:
-    """The tiny default model with random weights; same seed -> bitwise identical weights.
+def build_default_model(seed: int = 0, per_token_indicators: bool = False) -> VMemModel:
+    """The tiny default model with random weights; same seed -> bitwise identical weights
+    (``per_token_indicators``: see ``VMemModelConfig``).
 
     The global RNG is forked, so building a model does not disturb the caller's randomness.
     Returned in eval mode.
     """
     with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VMemModel(VMemModelConfig())
+        model = VMemModel(VMemModelConfig(per_token_indicators=per_token_indicators))
     return model.eval()
 
 

@@ -27,6 +27,7 @@ class StreamingMemoryEncoder(nn.Module):
         clip_tokens: int,
         indicator_dim: int,
         init_std: float = 0.02,
+        per_token_indicators: bool = False,
     ) -> None:
         super().__init__()
         self.lm = base_model_from_config(config)  # base causal LM, fed with inputs_embeds
@@ -34,6 +35,7 @@ class StreamingMemoryEncoder(nn.Module):
         self.memory_tokens = memory_tokens
         self.clip_tokens = clip_tokens
         self.init_std = init_std
+        self.per_token_indicators = per_token_indicators
         self.start_memory = nn.Parameter(torch.empty(memory_tokens, hidden))  # (M, D)
         self.summary_queries = nn.Parameter(torch.empty(memory_tokens, hidden))  # (M, D)
         self.clip_positions = nn.Parameter(torch.empty(clip_tokens, hidden))  # (T*P, D)
@@ -58,7 +60,8 @@ class StreamingMemoryEncoder(nn.Module):
     def forward(
         self, clip_tokens: torch.Tensor, prev_memory: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T*P, D), (B, M, D) -> memory (B, M, D), unit-norm indicator (B, Q)."""
+        """(B, T*P, D), (B, M, D) -> memory (B, M, D), unit-norm indicator (B, Q); with
+        ``per_token_indicators``, one unit indicator per memory token, flattened: (B, M*Q)."""
         batch, length, _ = clip_tokens.shape
         if length != self.clip_tokens:
             raise ValueError(f"expected {self.clip_tokens} clip tokens, got {length}")
@@ -69,5 +72,8 @@ class StreamingMemoryEncoder(nn.Module):
         sequence = torch.cat([prev_memory.to(clip.dtype), clip, queries], dim=1)  # (B, 2M+TP, D)
         hidden = self.lm(inputs_embeds=sequence, use_cache=False).last_hidden_state
         memory = hidden[:, -self.memory_tokens :]  # (B, M, D)
-        indicator = F.normalize(self.indicator_head(memory.mean(dim=1)), dim=-1)  # (B, Q)
+        if self.per_token_indicators:
+            indicator = F.normalize(self.indicator_head(memory), dim=-1).flatten(1)  # (B, M*Q)
+        else:
+            indicator = F.normalize(self.indicator_head(memory.mean(dim=1)), dim=-1)  # (B, Q)
         return memory, indicator

@@ -30,7 +30,7 @@ def stream_clips(
     detach_every: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The streaming LM clip by clip with carried memory: (B, N, T*P, D) ->
-    memories (B, N, M, D), indicators (B, N, Q)."""
+    memories (B, N, M, D), indicators (B, N, G*Q)."""
     start = model.streaming.initial_memory(tokens.shape[0]).to(tokens.dtype)  # (B, M, D)
     memory, memories, indicators = start, [], []
     for t in range(tokens.shape[1]):
@@ -77,7 +77,7 @@ def alignment_loss(
 ) -> torch.Tensor:
     """InfoNCE of each question against the clips of its own video.
 
-    questions (B, Q) unit, indicators (B, N, Q) unit (row b: the video of question b),
+    questions (B, Q) unit, indicators (B, N, G*Q) unit (row b: the video of question b),
     positives (B, N) bool (the clips overlapping the evidence). The loss of a row is
     -log(sum_pos exp(s/t) / sum_all exp(s/t)), which one high evidence clip satisfies; rows
     marked in ``each_clip`` (B,) bool take instead the mean over their evidence clips of
@@ -86,7 +86,7 @@ def alignment_loss(
     are skipped. A scalar (0 with a graph when no row counts).
     """
     positives = positives.bool()
-    logits = torch.einsum("bq,bnq->bn", questions, indicators) / temperature  # (B, N)
+    logits = clip_scores(questions, indicators) / temperature  # (B, N)
     rows = positives.any(dim=1) & ~positives.all(dim=1)
     if not rows.any():
         return logits.sum() * 0.0
@@ -105,8 +105,11 @@ def forcing_bias(forced: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
 
 
 def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
-    """Cosine fit of each question to each clip of its video: (B, Q), (B, N, Q) -> (B, N)."""
-    return torch.einsum("bq,bnq->bn", questions, indicators)
+    """Cosine fit of each question to each clip of its video: (B, Q), (B, N, G*Q) -> (B, N),
+    the best of a clip's G unit indicators (G = M per-token indicators, or 1)."""
+    width = questions.shape[-1]
+    per_group = indicators.unflatten(-1, (indicators.shape[-1] // width, width))  # (B, N, G, Q)
+    return torch.einsum("bq,bngq->bng", questions, per_group).amax(dim=-1)
 
 
 def select_memories(
@@ -122,7 +125,7 @@ def select_memories(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The K clips that fit each question best, in time order, as K*M tokens.
 
-    questions (B, Q), indicators (B, N, Q), memories (B, N, M, D) ->
+    questions (B, Q), indicators (B, N, G*Q), memories (B, N, M, D) ->
     tokens (B, K*M, D), clip indices (B, K) and their cosine scores (B, K, detached) (-1,
     zero tokens and score 0 for slots a video shorter than K clips cannot fill).
     Training: Gumbel-TopK over scores/temperature with straight-through weights, so the

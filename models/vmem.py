@@ -42,6 +42,7 @@ class VMemModel(PreTrainedModel):
             clip_tokens=config.clip_frames * config.frame_tokens,
             indicator_dim=config.indicator_dim,
             init_std=config.initializer_range,
+            per_token_indicators=config.per_token_indicators,
         )
         pretrained_question = config.question_tokenizer is not None  # frozen, own tokenizer
         self.question_encoder = QuestionEncoder(
@@ -107,6 +108,10 @@ class VMemModel(PreTrainedModel):
     @property
     def indicator_dim(self) -> int:
         return self.config.indicator_dim  # Q
+
+    @property
+    def indicator_width(self) -> int:
+        return self.config.indicator_width  # Q, or M*Q with per-token indicators
 
     @property
     def clip_frames(self) -> int:

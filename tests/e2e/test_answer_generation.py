@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import lancedb
 import pytest
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from flows.ingest import ingest_flow
 from flows.samples import write_synthetic_video
 from flows.train import TrainConfig, train_flow
 from flows.world_questions import answer_vocabulary, tokenize_answer
+from models.vmem import VMemModel
 from schemas.config import ModelConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,6 +51,21 @@ def test_ask_answer_with_a_smoke_trained_model(tmp_path, trained, ray_local, mak
     assert len(answers) == 1
     tokens = tokenize_answer(answers.pop())  # numbers come back joined: "12", "16-48"
     assert tokens and set(tokens) <= set(answer_vocabulary())
+    # a trained default stores one indicator per memory token (M*Q floats per clip), and the
+    # SQL API's relevance() searches them with the question repeated M times
+    model = VMemModel.from_pretrained(checkpoint)
+    assert model.config.per_token_indicators
+    table = lancedb.connect(cfg.storage.db).open_table("memories")
+    assert (
+        table.schema.field("indicator").type.list_size == model.indicator_dim * model.memory_tokens
+    )
+    statement = "SELECT clip_index, score FROM memories ORDER BY relevance('a red circle') LIMIT 5"
+    found = CliRunner().invoke(
+        app, ["sql", statement, "--db", cfg.storage.db, "--model", checkpoint, "--json"]
+    )
+    assert found.exit_code == 0, found.output
+    scores = [json.loads(line)["score"] for line in found.output.splitlines() if line.strip()]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)  # 20 s: 2 clips
 
 
 def test_bulk_answers_column_and_a_model_without_answerer_refused(

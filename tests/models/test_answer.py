@@ -17,6 +17,7 @@ from models.aux_heads import ClipLabelHead, EvidencePlaceHead
 from models.registry import build_default_model
 from models.training import (
     alignment_loss,
+    clip_scores,
     encode_video_clips,
     select_memories,
     training_losses,
@@ -246,6 +247,20 @@ def test_select_memories_budget_and_order():
     )
     assert short.shape == (2, 6, 4) and index[:, 1].eq(-1).all() and short[:, 3:].eq(0).all()
     assert relevance[:, 1].eq(0).all()
+
+
+def test_clip_scores_take_each_clip_s_best_fitting_token():
+    """A clip holding a token that fits the question whole outscores one whose tokens each
+    fit half of it, though the second clip's mean fits better: what per-token scoring is for."""
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0, 0.0]]), dim=-1)
+    whole = torch.tensor([[0.7071, 0.7071, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
+    halves = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]])
+    indicators = torch.stack([whole, halves]).flatten(1).unsqueeze(0)  # (B=1, N=2, G*Q=12)
+    scores = clip_scores(q, indicators)
+    assert scores.shape == (1, 2) and scores[0, 0] > 0.99 > 0.71 > scores[0, 1]
+    assert (q @ whole.mean(0)) < (q @ halves.mean(0))  # the mean ranks them the other way
+    single = torch.nn.functional.normalize(torch.randn(1, 5, 4), dim=-1)  # G = 1: cosine
+    torch.testing.assert_close(clip_scores(q, single), torch.einsum("bq,bnq->bn", q, single))
 
 
 def test_gumbel_selection_passes_gradient_to_indicators():

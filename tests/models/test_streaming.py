@@ -35,6 +35,22 @@ def test_shapes_and_unit_indicator(encoder):
     torch.testing.assert_close(indicator.norm(dim=-1), torch.ones(2))
 
 
+def test_per_token_indicators_are_one_unit_vector_per_memory_token(encoder):
+    per_token = StreamingMemoryEncoder(
+        LM, memory_tokens=3, clip_tokens=10, indicator_dim=12, per_token_indicators=True
+    ).eval()
+    per_token.load_state_dict(encoder.state_dict())  # no parameter of its own
+    clip, start = torch.randn(2, 10, 32), encoder.initial_memory(2)
+    with torch.inference_mode():
+        memory, indicator = per_token(clip, start)
+        same_memory, mean_indicator = encoder(clip, start)
+        own = torch.nn.functional.normalize(encoder.indicator_head(memory), dim=-1)
+    assert torch.equal(memory, same_memory) and indicator.shape == (2, 3 * 12)
+    torch.testing.assert_close(indicator.view(2, 3, 12), own)  # token j's own indicator
+    torch.testing.assert_close(indicator.view(2, 3, 12).norm(dim=-1), torch.ones(2, 3))
+    assert mean_indicator.shape == (2, 12)
+
+
 def test_initial_memory_is_learned_and_shared(encoder):
     start = encoder.initial_memory(4)
     assert start.shape == (4, 3, 32)
