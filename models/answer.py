@@ -191,10 +191,11 @@ class MemoryAnswerer(PreTrainedModel):
         return out if all(out) and out[0] != out[1] else []
 
     def decode_ids(self, ids: Sequence[int]) -> str:
-        """Ids up to EOS -> the answer string (words joined by spaces)."""
+        """Ids up to EOS -> the answer string (words joined by spaces), at most
+        max_answer_tokens words (greedy decoding may run one step past them without EOS)."""
         words = []
         for i in ids:
-            if i == EOS_ID:
+            if i == EOS_ID or len(words) == self.config.max_answer_tokens:
                 break
             if i >= len(SPECIALS):
                 words.append(self.config.tokens[i])
@@ -294,7 +295,9 @@ class MemoryAnswerer(PreTrainedModel):
         questions: Sequence[str] | None = None,
         relevance: torch.Tensor | None = None,
     ) -> list[str]:
-        """Greedy decoding, at most max_answer_tokens words: one string per row."""
+        """Greedy decoding, at most max_answer_tokens words: one string per row. A question
+        offering two alternatives gets the likelier of them instead (``offered_choices``,
+        when ``answer_offered_choices``), so its answer never mixes their words."""
         prefix, mask = self.prefix(memories, question_emb, clip_index, questions, relevance)
         ids = prefix.new_zeros((prefix.shape[0], 0), dtype=torch.long)
         for _ in range(self.config.max_answer_tokens + 1):

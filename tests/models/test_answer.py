@@ -195,6 +195,7 @@ def test_offered_choices_answer_with_the_likelier_alternative():
     answerer.config.answer_offered_choices = False  # this untrained one then names neither
     free = answerer.generate_answers(memories, question, questions=[text])[0]
     assert free.split() not in options
+    assert len(free.split()) == answerer.config.max_answer_tokens  # no EOS: cut at the limit
 
 
 def test_alignment_loss_prefers_positive_clips():
