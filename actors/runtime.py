@@ -43,7 +43,7 @@ class BoundModel:
     checkpoint: str
     encoder: str  # "<checkpoint>@<weights hash>+<decode config hash>"
     config: VMemConfig  # with decode.clip_frames / frame_size taken from the model
-    dims: tuple[int, int, int]  # (indicator Q, memory tokens M, hidden D)
+    dims: tuple[int, int, int]  # (indicator width: Q, or M*Q per token; memory tokens M; hidden D)
 
 
 def bind_model(cfg: VMemConfig) -> BoundModel:

@@ -193,7 +193,7 @@ def memory_budget(bound: BoundModel) -> dict:
     """Bytes stored per video-hour and the answering LM's input length (K x M tokens)."""
     q, m, d = bound.dims
     dec = bound.config.decode
-    per_clip = m * d + 4 * m + 4 * q  # int8 tokens, float32 scales, float32 indicator
+    per_clip = m * d + 4 * m + 4 * q  # int8 tokens, float32 scales, float32 indicator(s)
     clips_per_hour = 3600.0 * dec.sample_fps / dec.clip_frames
     return {
         "bytes_per_video_hour": int(per_clip * clips_per_hour),
