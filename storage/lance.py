@@ -184,6 +184,13 @@ class MemoryStore:
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]  # (1, Q)
+        width = self.table.schema.field("indicator").type.list_size
+        if queries.shape[1] != width:
+            raise StorageError(
+                f"{MEMORIES} table in {self.cfg.db} holds indicators of {width} values, but "
+                f"this model searches with {queries.shape[1]}: another model wrote it (use "
+                "that model's --model, or ingest again into another --db)"
+            )
         wanted = [c for c in columns if c not in ("score", "query_index")]
         query = (
             self.table.search(queries, vector_column_name="indicator")

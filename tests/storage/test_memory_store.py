@@ -60,6 +60,9 @@ def test_batch_search_with_filter(store, make_batch, fake):
     top_sport = store.search(queries[1], None, 1, ["video_id"])  # a single (Q,) vector
     assert top_sport["video_id"][0].as_py() == sport[1].video_id
     assert top_sport["query_index"].to_pylist() == [0]
+    wider = np.tile(queries, (1, 8))  # a per-token model's query over a mean model's table
+    with pytest.raises(StorageError, match=f"indicators of {fake.Q} values, but this model"):
+        store.search(wider, None, 2)
 
 
 def test_delete_stale_clips_and_clips_of_video(store, make_batch, fake):
