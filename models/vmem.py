@@ -128,7 +128,8 @@ class VMemModel(PreTrainedModel):
         prev_memory: torch.Tensor | None = None,
         reset: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One clip per row: (B, T, H, W, 3) uint8 -> memory (B, M, D), indicator (B, Q).
+        """One clip per row: (B, T, H, W, 3) uint8 -> memory (B, M, D), indicator (B, Q) (or
+        (B, M*Q) with ``per_token_indicators``).
 
         ``prev_memory`` None starts every row from the learned initial memory; ``reset``
         (B,) bool restarts only its True rows (a new video took over that slot of the batch).
