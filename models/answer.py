@@ -29,6 +29,8 @@ from models.hf import base_model_from_config
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2; the answer words follow
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+# "... the X or the Y ..." (also a/an): the two alternatives a question offers
+OFFERED = re.compile(r"\b(?:the|an?) ([a-z0-9 ]+?) or (?:the|an?) ([a-z0-9 ]+)")
 
 DEFAULT_ANSWER_LM: dict[str, Any] = {
     "model_type": "llama",
@@ -263,6 +265,14 @@ class MemoryAnswerer(PreTrainedModel):
         """Prefix + [BOS, ids] -> logits at the BOS and id positions: (B, 1+L, V)."""
         return self.head(self.hidden_states(prefix, mask, ids)[:, prefix.shape[1] :])
 
+    def output_logits(
+        self, prefix: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """``logits`` with PAD and BOS ruled out: what decoding may write (B, 1+L, V)."""
+        logits = self.logits(prefix, mask, ids)
+        logits[..., [PAD_ID, BOS_ID]] = float("-inf")
+        return logits
+
     def forward(
         self,
         memories: torch.Tensor,
@@ -299,35 +309,49 @@ class MemoryAnswerer(PreTrainedModel):
         offering two alternatives gets the likelier of them instead (``offered_choices``,
         when ``answer_offered_choices``), so its answer never mixes their words."""
         prefix, mask = self.prefix(memories, question_emb, clip_index, questions, relevance)
+        batch = prefix.shape[0]
+        texts = list(questions or []) if self.config.answer_offered_choices else []
+        offered = [self.offered_choices(text) for text in texts] + [[]] * (batch - len(texts))
+        chosen = [row for row in range(batch) if offered[row]]
+        free = [row for row in range(batch) if not offered[row]]
+        picks = self.likeliest(prefix[chosen], mask[chosen], [offered[row] for row in chosen])
+        answers = dict(zip(chosen, picks, strict=True))
+        answers.update(zip(free, self.greedy(prefix[free], mask[free]), strict=True))
+        return [answers[row] for row in range(batch)]
+
+    def greedy(self, prefix: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        """Greedy decoding after each row's prefix (B, S, H) and mask (B, S)."""
+        if prefix.shape[0] == 0:
+            return []
         ids = prefix.new_zeros((prefix.shape[0], 0), dtype=torch.long)
         for _ in range(self.config.max_answer_tokens + 1):
-            logits = self.logits(prefix, mask, ids)[:, -1]  # (B, V)
-            logits[:, [PAD_ID, BOS_ID]] = float("-inf")  # the head has no bucket outputs
+            logits = self.output_logits(prefix, mask, ids)[:, -1]  # (B, V)
             ids = torch.cat([ids, logits.argmax(dim=-1, keepdim=True)], dim=1)
             if (ids == EOS_ID).any(dim=1).all():
                 break
-        answers = [self.decode_ids(row.tolist()) for row in ids]
-        if self.config.answer_offered_choices:
-            for row, text in enumerate(questions or []):
-                choices = self.offered_choices(text)
-                if choices:
-                    answers[row] = self.likeliest(prefix[row], mask[row], choices)
-        return answers
+        return [self.decode_ids(row.tolist()) for row in ids]
 
-    def likeliest(self, prefix: torch.Tensor, mask: torch.Tensor, choices: list[list[str]]) -> str:
-        """The choice (word list) whose words + EOS the answerer finds likeliest after one
-        row's prefix (S, H) and mask (S,): summed log-probabilities."""
-        ids = self.encode_answers(choices).to(prefix.device)  # (C, L)
-        n = len(choices)
-        logits = self.logits(prefix.expand(n, -1, -1), mask.expand(n, -1), ids[:, :-1])
-        logits[..., [PAD_ID, BOS_ID]] = float("-inf")
+    def likeliest(
+        self, prefix: torch.Tensor, mask: torch.Tensor, choices: list[list[list[str]]]
+    ) -> list[str]:
+        """Per row, the choice (word list) whose words + EOS the answerer finds likeliest after
+        the row's prefix (B, S, H) and mask (B, S): summed log-probabilities, every choice of
+        every row scored in one pass."""
+        if not choices:
+            return []
+        owner = torch.tensor([row for row, options in enumerate(choices) for _ in options])
+        flat = [option for options in choices for option in options]
+        ids = self.encode_answers(flat).to(prefix.device)  # (C, L)
+        logits = self.output_logits(prefix[owner], mask[owner], ids[:, :-1])
         logp = logits.log_softmax(dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # (C, L)
-        total = logp.masked_fill(ids == PAD_ID, 0.0).sum(dim=1)
-        return " ".join(choices[int(total.argmax())])
+        total = logp.masked_fill(ids == PAD_ID, 0.0).sum(dim=1).tolist()
+        out, start = [], 0
+        for options in choices:
+            scores = total[start : start + len(options)]
+            out.append(" ".join(options[scores.index(max(scores))]))
+            start += len(options)
+        return out
 
-
-# "... the X or the Y ..." (also a/an): the two alternatives a question offers
-OFFERED = re.compile(r"\b(?:the|an?) ([a-z0-9 ]+?) or (?:the|an?) ([a-z0-9 ]+)")
 
 ANSWERER_DIR = "answerer"  # the answerer's subfolder inside a trained VMem checkpoint
 

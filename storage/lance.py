@@ -110,6 +110,14 @@ class MemoryStore:
         self.cfg = cfg
         self.db = db if db is not None else connect(cfg)
         self._table: Any | None = None
+        self._indicator_width: int | None = None
+
+    @property
+    def indicator_width(self) -> int:
+        """Floats per stored indicator (fixed by the schema: read once per store)."""
+        if self._indicator_width is None:
+            self._indicator_width = self.table.schema.field("indicator").type.list_size
+        return self._indicator_width
 
     @property
     def table(self) -> Any:
@@ -135,7 +143,7 @@ class MemoryStore:
         if table is None:
             table = self.db.create_table(MEMORIES, schema=want, exist_ok=True)
         _check_dims(table.schema, want, self.cfg.db)
-        self._table = table
+        self._table, self._indicator_width = table, None
 
     def write_memories(
         self, records: list[MemoryRecord], encoder: str, meta: dict[str, VideoTask]
@@ -184,7 +192,7 @@ class MemoryStore:
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]  # (1, Q)
-        width = self.table.schema.field("indicator").type.list_size
+        width = self.indicator_width
         if queries.shape[1] != width:
             raise StorageError(
                 f"{MEMORIES} table in {self.cfg.db} holds indicators of {width} values, but "
