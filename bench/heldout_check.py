@@ -8,6 +8,11 @@ memories (what the memory holds, whatever the answerer makes of it).
 ``--minutes 0`` uses the training durations (1-4 minutes) on seeds 9000+, otherwise worlds
 of that length on seeds 9100+. Frames are rendered as ingest sees them (no codec), so this
 is faster than ``vmem eval`` and isolates the model from the pipeline.
+
+``--history-split N`` asks every history question of N held-out worlds and splits their
+accuracy by how many seconds of the earlier scene lie in the clip where the named scene
+starts (0: only the carried memory holds it), with memory propagation, with ablation (a)
+(the memory reset at every clip) and with the evidence clips forced in.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from flows.train import evaluate
-from flows.train_data import LABEL_GROUPS, build_examples
+from flows.train_data import LABEL_GROUPS, build_examples, predecessor_seconds_in_clip
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 from models.training import encode_video_clips
@@ -114,14 +119,56 @@ def example_shape(model, cfg: dict, per_type: int = 0) -> tuple[int, int, int]:
     return model.clip_frames, model.image_size, per_type or cfg["per_type"]
 
 
-def held_out_worlds(model, cfg: dict, worlds: int, minutes: float, per_type: int = 0) -> list:
+def held_out_worlds(
+    model, cfg: dict, worlds: int, minutes: float, per_type: int = 0, keep=None
+) -> list:
     """Rendered held-out examples: ``minutes`` 0 gives the training durations on seeds 9000+,
-    otherwise worlds of that length on seeds 9100+; ``per_type`` 0: the run's."""
+    otherwise worlds of that length on seeds 9100+; ``per_type`` 0: the run's; ``keep``:
+    only the questions it accepts."""
     if minutes:
         seeds, durations = range(9100, 9100 + worlds), (minutes * 60.0,)
     else:
         seeds, durations = range(9000, 9000 + worlds), tuple(cfg["durations"])
-    return build_examples(list(seeds), durations, *example_shape(model, cfg, per_type))
+    shape = example_shape(model, cfg, per_type)
+    return build_examples(list(seeds), durations, *shape, keep=keep)
+
+
+SECOND_BINS = ((0, 0, "0"), (1, 3, "1-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
+
+
+def history_split(model, answerer, cfg: dict, worlds: int, minutes: float) -> dict:
+    """History accuracy per bin of seconds of the earlier scene inside the named scene's
+    first clip: with propagation, with the memory reset at every clip, with the evidence
+    clips forced in; every history question of ``worlds`` held-out worlds."""
+    clip_seconds = model.clip_frames  # clips of clip_frames frames at 1 fps
+    seconds: list[float] = []
+
+    def keep(qa) -> bool:
+        if qa.qtype != "history":
+            return False
+        seconds.append(predecessor_seconds_in_clip(qa, clip_seconds))
+        return True
+
+    # every history question of each world
+    held = held_out_worlds(model, cfg, worlds, minutes, per_type=10**6, keep=keep)
+    runs = {"propagation": {}, "reset_every_clip": {"reset_every_clip": True}}
+    runs["oracle"] = {"oracle": True}
+    right = {}
+    for name, options in runs.items():
+        rows: list = []
+        evaluate(model, answerer, held, cfg["k"], record=rows, **options)
+        right[name] = np.array([got == want for _, _, got, want in rows])
+    out = {}
+    for lo, hi, label in SECOND_BINS:
+        pick = np.array([lo <= s <= hi for s in seconds])
+        out[label] = {"questions": int(pick.sum())}
+        out[label].update(
+            {
+                name: round(float(r[pick].mean()), 3) if pick.any() else None
+                for name, r in right.items()
+            }
+        )
+    return out
 
 
 def main() -> None:
@@ -138,6 +185,10 @@ def main() -> None:
     parser.add_argument(
         "--per-type", type=int, default=0, help="questions per type per world (0: the checkpoint's)"
     )
+    parser.add_argument(
+        "--history-split", type=int, default=0, metavar="N",
+        help="history accuracy of N worlds by the earlier scene's seconds in the named clip",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, answerer, cfg = load_run(args.checkpoint)
@@ -156,6 +207,10 @@ def main() -> None:
             model, train, held, memories, tokens=not args.probe_mean
         )
         report["stack_probe_f1"] = stack_probe(model, train, held, memories)
+    if args.history_split:
+        report["history_by_earlier_scene_seconds_in_clip"] = history_split(
+            model, answerer, cfg, args.history_split, args.minutes
+        )
     print(json.dumps(report, indent=1))
 
 

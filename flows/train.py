@@ -277,22 +277,24 @@ def evaluate(
     k: int,
     oracle: bool = False,
     record: list[tuple[str, str, str, str]] | None = None,
+    reset_every_clip: bool = False,
 ):
     """Held-out recall@K (archive-stage and video-conditioned questions), its random baseline,
     and exact-match answer accuracy per question type (TopK selection, greedy answers).
     ``oracle``: the answers read the evidence clips first (forced into the K), the rest by
     score: what the answerer makes of the right memories, whatever the selection does.
-    ``record``: when given, (type, question, answer, reference) of each question is added."""
+    ``record``: when given, (type, question, answer, reference) of each question is added.
+    ``reset_every_clip``: ablation (a), every clip encoded from the initial memory."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
     rows: list[tuple[str, str, str, str]] = []  # (type, question, answer, reference)
     for ex in examples:
         if ex.tokens is not None:
-            memories, indicators = (
-                t[0] for t in stream_clips(model, torch.from_numpy(ex.tokens).unsqueeze(0))
-            )
+            tokens = torch.from_numpy(ex.tokens).unsqueeze(0)
+            memories, indicators = (t[0] for t in stream_clips(model, tokens, reset_every_clip))
         else:
-            memories, indicators = encode_video_clips(model, torch.from_numpy(ex.frames))
+            frames = torch.from_numpy(ex.frames)
+            memories, indicators = encode_video_clips(model, frames, reset_every_clip)
         q_raw, pooled = question_inputs(model, ex.questions)
         n_q = len(ex.questions)
         mem, ind = memories.expand(n_q, -1, -1, -1), indicators.expand(n_q, -1, -1)

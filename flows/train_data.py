@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,15 @@ def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
     return tokenize_answer(qa.answer)
 
 
+def predecessor_seconds_in_clip(qa: QA, clip_seconds: float) -> float:
+    """Seconds of a history question's earlier scene inside the clip where the named scene
+    starts. 0: the earlier scene lies wholly in earlier clips, so only the memory carried
+    into that clip holds it (the named scene starts at a clip boundary)."""
+    (before_start, before_end), (named_start, _) = qa.evidence[:2]
+    clip_start = math.floor(named_start / clip_seconds + 1e-9) * clip_seconds
+    return max(0.0, min(named_start - clip_start, before_end - before_start))
+
+
 def build_example(
     seed: int,
     duration_s: float,
@@ -179,12 +189,14 @@ def build_example(
     image_size: int,
     fps: float = 1.0,
     per_type: int = 4,
+    keep: Callable[[QA], bool] | None = None,
 ) -> VideoExample:
-    """The world of ``seed`` (``duration_s`` long), its clips, questions and targets."""
+    """The world of ``seed`` (``duration_s`` long), its clips, questions and targets;
+    ``keep``: only the questions it accepts."""
     world = make_world(seed, duration_s)
     frames = render_clips(world, clip_frames, image_size, fps)
     ranges = clip_ranges(world.duration_s, len(frames), clip_frames, fps)
-    qas = make_questions(world, seed, per_type=per_type)
+    qas = [qa for qa in make_questions(world, seed, per_type=per_type) if keep is None or keep(qa)]
     masks = [evidence_mask(qa, ranges) for qa in qas]
     stack_ids = stack_scene_ids(world, ranges, fps)
     places = [stack_evidence(world, qa, stack_ids) for qa in qas]
@@ -215,12 +227,13 @@ def build_examples(
     clip_frames: int,
     image_size: int,
     per_type: int = 4,
+    keep: Callable[[QA], bool] | None = None,
 ) -> list[VideoExample]:
     """One example per seed (worlds without questions are dropped)."""
     out = []
     for seed in seeds:
         ex = build_example(
-            seed, duration_for(seed, durations), clip_frames, image_size, 1.0, per_type
+            seed, duration_for(seed, durations), clip_frames, image_size, 1.0, per_type, keep
         )
         if ex.questions:
             out.append(ex)

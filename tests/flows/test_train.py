@@ -23,15 +23,16 @@ from flows.train_data import (
     clip_labels,
     clip_ranges,
     evidence_mask,
+    predecessor_seconds_in_clip,
     render_clips,
     scene_stack,
     stack_evidence,
     stack_scene_ids,
 )
 from flows.world import make_world
-from flows.world_questions import answer_vocabulary, make_questions
+from flows.world_questions import QA, answer_vocabulary, make_questions
 from models.answer import AnswererConfig, MemoryAnswerer
-from models.training import select_memories
+from models.training import encode_video_clips, select_memories
 from models.vmem import VMemModel
 
 
@@ -214,6 +215,54 @@ def test_stack_evidence_marks_the_places_holding_the_asked_scenes():
     assert not places[ids < 0].any()
     example = build_example(13, 100, 16, 32)
     assert example.stack_evidence.shape == (len(example.questions), 7, STACK_DEPTH)
+
+
+def test_predecessor_seconds_in_clip_is_what_the_named_scene_s_first_clip_shows_of_it():
+    def history(before: tuple[float, float], named: tuple[float, float]) -> QA:
+        return QA("q", "red", "history", [before, named], 100.0)
+
+    assert predecessor_seconds_in_clip(history((14, 27), (27, 35)), 16) == 11  # clip 16-32
+    assert predecessor_seconds_in_clip(history((28, 32), (32, 40)), 16) == 0  # at a boundary
+    assert predecessor_seconds_in_clip(history((30, 34), (34, 40)), 16) == 2  # clip 32-48
+    assert predecessor_seconds_in_clip(history((0, 4), (4, 9)), 16) == 4  # all of it
+
+
+def test_build_example_keeps_only_the_questions_asked_for():
+    kept: list[QA] = []
+
+    def keep(qa: QA) -> bool:
+        if qa.qtype == "history":
+            kept.append(qa)
+        return qa.qtype == "history"
+
+    example = build_example(13, 100, 16, 32, per_type=10**6, keep=keep)
+    assert example.questions == [qa.question for qa in kept] and len(kept) > 1
+    assert set(example.qtypes) == {"history"}
+    assert example.positives.shape == (len(kept), 7) == example.stack_evidence.shape[:2]
+
+
+def test_evaluate_resets_the_memory_at_every_clip_for_ablation_a(smoke_run, monkeypatch):
+    import flows.train as train
+
+    model = VMemModel.from_pretrained(smoke_run).eval()
+    answerer = MemoryAnswerer.from_pretrained(f"{smoke_run}/{ANSWERER_DIR}").eval()
+    examples = [build_example(900, 60, model.clip_frames, model.image_size, per_type=2)]
+    resets = []
+
+    def spy(model, frames, reset_every_clip=False, detach_every=None):
+        resets.append(reset_every_clip)
+        return encode_video_clips(model, frames, reset_every_clip, detach_every)
+
+    monkeypatch.setattr(train, "encode_video_clips", spy)
+    k = answerer.config.k
+    rows: dict[bool, list] = {False: [], True: []}
+    for reset in (False, True):
+        train.evaluate(model, answerer, examples, k=k, record=rows[reset], reset_every_clip=reset)
+    assert resets == [False, True]
+    assert [r[:2] for r in rows[True]] == [r[:2] for r in rows[False]]  # the same questions
+    carried = encode_video_clips(model, torch.from_numpy(examples[0].frames))[0]
+    alone = encode_video_clips(model, torch.from_numpy(examples[0].frames), True)[0]
+    assert torch.allclose(carried[0], alone[0]) and not torch.allclose(carried[1:], alone[1:])
 
 
 def test_oracle_evaluation_answers_from_the_evidence_clips(smoke_run, monkeypatch):
