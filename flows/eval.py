@@ -109,17 +109,31 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
     return (start, end) if start <= end else None
 
 
+def history_needs_memory(qa: QA, spans: dict[int, tuple[float, float]]) -> bool:
+    """Whether a history question's earlier scene lies wholly in clips before the one where
+    the named scene (its last evidence span) starts: only the carried memory holds it."""
+    named_start = qa.evidence[-1][0]
+    return any(abs(t0 - named_start) < 1e-6 for t0, _ in spans.values())
+
+
 def score(asked: list[Asked]) -> dict:
     """recall@K (an evidence clip among those selected), grounding IoU (localisation: the
     best-scoring selected clip vs the evidence range), answer IoU (the generated time range
-    vs the evidence) and answer accuracy per type (exact match with ``expected_answer``)."""
+    vs the evidence), answer accuracy per type (exact match with ``expected_answer``), and
+    history's split by ``history_needs_memory`` ("memory_only" vs "in_clip")."""
     hits: dict[str, list[float]] = {}
     correct: dict[str, list[float]] = {}
+    history: dict[str, list[float]] = {"memory_only": [], "in_clip": []}
     ious: list[float] = []
     answer_ious: list[float] = []
     for qa, clips, answer, spans in asked:
         if answer is not None:
-            correct.setdefault(qa.qtype, []).append(float(answer == expected_answer(qa, spans)))
+            right = float(answer == expected_answer(qa, spans))
+            correct.setdefault(qa.qtype, []).append(right)
+            if qa.qtype == "history" and qa.evidence:
+                history["memory_only" if history_needs_memory(qa, spans) else "in_clip"].append(
+                    right
+                )
         if not qa.evidence:  # e.g. "how many ... ?" with answer 0: nothing to find
             continue
         hits.setdefault(qa.qtype, []).append(float(any(overlaps(c, qa.evidence) for c in clips)))
@@ -140,6 +154,9 @@ def score(asked: list[Asked]) -> dict:
         out["answer_accuracy"] = {t: _mean(v) for t, v in sorted(correct.items())}
         out["answer_accuracy_all"] = _mean([c for v in correct.values() for c in v])
         out["answer_iou"] = _mean(answer_ious)
+        out["history_by_clip"] = {
+            part: {"questions": len(v), "accuracy": _mean(v)} for part, v in history.items()
+        }
     return out
 
 

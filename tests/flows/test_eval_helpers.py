@@ -69,6 +69,24 @@ def test_score_answer_accuracy_per_type_and_answer_iou():
     assert result["answer_iou"] == pytest.approx((17 / 32 + 0.0) / 2)
 
 
+def test_score_splits_history_by_whether_only_the_memory_holds_the_earlier_scene():
+    memory_only = QA("before?", "red", "history", [(24.0, 32.0), (32.0, 40.0)], 64.0)
+    in_clip = QA("before?", "blue", "history", [(20.0, 30.0), (30.0, 40.0)], 64.0)
+    clips = [_clip(16, 32)]
+    result = score(
+        [
+            (memory_only, clips, "red", SPANS),
+            (memory_only, clips, "green", SPANS),
+            (in_clip, clips, "green", SPANS),
+        ]
+    )
+    assert result["history_by_clip"] == {
+        "memory_only": {"questions": 2, "accuracy": 0.5},
+        "in_clip": {"questions": 1, "accuracy": 0.0},
+    }
+    assert result["answer_accuracy"]["history"] == pytest.approx(1 / 3)
+
+
 def test_parse_range():
     assert parse_range("16-48") == (16.0, 48.0)
     assert parse_range("red") is None and parse_range(None) is None
