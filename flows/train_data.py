@@ -42,6 +42,8 @@ class VideoExample:
     stack: np.ndarray | None = None  # (N, STACK_DEPTH, L) float32 latest scenes (``scene_stack``)
     # (n_questions, N, STACK_DEPTH) bool: stack places holding each question's evidence
     stack_evidence: np.ndarray | None = None
+    # (N, STACK_DEPTH) bool: places whose scene ended before the clip (``stack_carried``)
+    stack_carried: np.ndarray | None = None
     tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
 
@@ -136,6 +138,13 @@ def scene_stack(world: World, ranges: np.ndarray, fps: float = 1.0) -> np.ndarra
     return stack_labels(world, stack_scene_ids(world, ranges, fps))
 
 
+def stack_carried(world: World, ids: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """(N, STACK_DEPTH) bool: the stack places (``stack_scene_ids``) whose scene ended at or
+    before the clip's start, so that only the memory carried into the clip holds it."""
+    ends = np.array([scene.t_end for scene in world.scenes])
+    return (ids >= 0) & (ends[ids.clip(min=0)] <= ranges[:, :1] + 1e-9)
+
+
 def stack_labels(world: World, ids: np.ndarray) -> np.ndarray:
     """``scene_stack`` of the scene indices ``ids`` (``stack_scene_ids``)."""
     index = {name: i for i, name in enumerate(STACK_LABELS)}
@@ -210,6 +219,7 @@ def build_example(
         qtypes=[qa.qtype for qa in qas],
         labels=clip_labels(world, ranges),
         stack=stack_labels(world, stack_ids),
+        stack_carried=stack_carried(world, stack_ids, ranges),
         stack_evidence=(
             np.stack(places) if places else np.zeros((0, *stack_ids.shape), dtype=bool)
         ),
