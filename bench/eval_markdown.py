@@ -48,6 +48,30 @@ def variant_rows(report: dict) -> list[str]:
     return rows
 
 
+def history_rows(report: dict) -> list[str]:
+    """History answers per variant, split by whether only the carried memory holds the
+    earlier scene (``history_by_clip``)."""
+    rows = [
+        "| variant | history, memory only | history, in the named scene's clip |",
+        "|---|---|---|",
+    ]
+    variants = {
+        "the model": report,
+        "(a) memory propagation off": report.get("ablation_no_memory"),
+        "(b) last K clips": report.get("ablation_last_k"),
+    }
+    for name, metrics in variants.items():
+        split = (metrics or {}).get("history_by_clip")
+        if not split:
+            continue
+        cells = [
+            f"{fmt(split[p]['accuracy'])} ({split[p]['questions']})"
+            for p in ("memory_only", "in_clip")
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows if len(rows) > 2 else []
+
+
 def grid_rows(report: dict) -> list[str]:
     grid = report.get("needle_grid") or []
     if not grid:
@@ -78,6 +102,9 @@ def main(path: str) -> None:
         f"{report['bytes_per_video_hour']:,} bytes per video-hour; the answering LM reads "
         f"{report['answer_input_tokens']} memory tokens (K x M) whatever the video's length.",
     ]
+    history = history_rows(report)
+    if history:
+        lines += ["", "History answers (questions in brackets):", "", *history]
     grid = grid_rows(report)
     if grid:
         per_cell = report["needle_grid"][0].get("videos", 1)
