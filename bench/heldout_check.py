@@ -151,8 +151,11 @@ def history_split(model, answerer, cfg: dict, worlds: int, minutes: float) -> di
 
     # every history question of each world
     held = held_out_worlds(model, cfg, worlds, minutes, per_type=10**6, keep=keep)
-    runs = {"propagation": {}, "reset_every_clip": {"reset_every_clip": True}}
-    runs["oracle"] = {"oracle": True}
+    runs = {
+        "propagation": {},
+        "reset_every_clip": {"reset_every_clip": True},
+        "oracle": {"oracle": True},
+    }
     right = {}
     for name, options in runs.items():
         rows: list = []
