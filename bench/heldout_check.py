@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from flows.train import evaluate
-from flows.train_data import LABEL_GROUPS, build_examples, predecessor_seconds_in_clip
+from flows.train_data import LABEL_GROUPS, build_examples
+from flows.world_questions import earlier_scene_seconds_in_clip
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 from models.training import encode_video_clips
@@ -146,7 +147,8 @@ def history_split(model, answerer, cfg: dict, worlds: int, minutes: float) -> di
     def keep(qa) -> bool:
         if qa.qtype != "history":
             return False
-        seconds.append(predecessor_seconds_in_clip(qa, clip_seconds))
+        starts = np.arange(0.0, qa.video_seconds, clip_seconds)
+        seconds.append(earlier_scene_seconds_in_clip(qa, starts))
         return True
 
     # every history question of each world

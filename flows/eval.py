@@ -20,7 +20,7 @@ from actors.runtime import BoundModel, bind_model
 from flows.eval_report import write_grid
 from flows.ingest import ingest_flow
 from flows.world import Obj, make_world
-from flows.world_questions import QA, make_questions, needle_question
+from flows.world_questions import QA, earlier_scene_seconds_in_clip, make_questions, needle_question
 from flows.world_render import write_world_once
 from models.answer import ANSWERER_DIR
 from schemas.config import EncodeConfig, ModelConfig, QueryConfig, StorageConfig, VMemConfig
@@ -109,18 +109,12 @@ def parse_range(text: str | None) -> tuple[float, float] | None:
     return (start, end) if start <= end else None
 
 
-def history_needs_memory(qa: QA, spans: dict[int, tuple[float, float]]) -> bool:
-    """Whether a history question's earlier scene lies wholly in clips before the one where
-    the named scene (its last evidence span) starts: only the carried memory holds it."""
-    named_start = qa.evidence[-1][0]
-    return any(abs(t0 - named_start) < 1e-6 for t0, _ in spans.values())
-
-
 def score(asked: list[Asked]) -> dict:
     """recall@K (an evidence clip among those selected), grounding IoU (localisation: the
     best-scoring selected clip vs the evidence range), answer IoU (the generated time range
     vs the evidence), answer accuracy per type (exact match with ``expected_answer``), and
-    history's split by ``history_needs_memory`` ("memory_only" vs "in_clip")."""
+    history's split into "memory_only" (``earlier_scene_seconds_in_clip`` 0 over the
+    stored clips) and "in_clip"."""
     hits: dict[str, list[float]] = {}
     correct: dict[str, list[float]] = {}
     history: dict[str, list[float]] = {"memory_only": [], "in_clip": []}
@@ -131,9 +125,9 @@ def score(asked: list[Asked]) -> dict:
             right = float(answer == expected_answer(qa, spans))
             correct.setdefault(qa.qtype, []).append(right)
             if qa.qtype == "history" and qa.evidence:
-                history["memory_only" if history_needs_memory(qa, spans) else "in_clip"].append(
-                    right
-                )
+                starts = [t0 for t0, _ in spans.values()]
+                part = "in_clip" if earlier_scene_seconds_in_clip(qa, starts) else "memory_only"
+                history[part].append(right)
         if not qa.evidence:  # e.g. "how many ... ?" with answer 0: nothing to find
             continue
         hits.setdefault(qa.qtype, []).append(float(any(overlaps(c, qa.evidence) for c in clips)))

@@ -182,15 +182,6 @@ def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
     return tokenize_answer(qa.answer)
 
 
-def predecessor_seconds_in_clip(qa: QA, clip_seconds: float) -> float:
-    """Seconds of a history question's earlier scene inside the clip where the named scene
-    starts. 0: the earlier scene lies wholly in earlier clips, so only the memory carried
-    into that clip holds it (the named scene starts at a clip boundary)."""
-    (before_start, before_end), (named_start, _) = qa.evidence[:2]
-    clip_start = math.floor(named_start / clip_seconds + 1e-9) * clip_seconds
-    return max(0.0, min(named_start - clip_start, before_end - before_start))
-
-
 def build_example(
     seed: int,
     duration_s: float,

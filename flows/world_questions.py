@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -210,6 +211,16 @@ def make_questions(
         + _sample(rng, _counting(world, rng), per_type)
         + _ordering(world, rng, per_type)
     )
+
+
+def earlier_scene_seconds_in_clip(qa: QA, clip_starts: Iterable[float]) -> float:
+    """Seconds of a history question's earlier scene (its first evidence span) inside the
+    clip where the named scene (its last span) starts, clips starting at ``clip_starts``.
+    0: the earlier scene lies wholly in earlier clips, so only the memory carried into that
+    clip holds it (the named scene starts on a clip boundary)."""
+    (before_start, before_end), (named_start, _) = qa.evidence[0], qa.evidence[-1]
+    clip_start = max((t for t in clip_starts if t <= named_start + 1e-6), default=0.0)
+    return round(max(0.0, min(named_start - clip_start, before_end - before_start)), 6)
 
 
 def needle_question(world: World, needle: Obj, rng_or_seed: np.random.Generator | int = 0) -> QA:

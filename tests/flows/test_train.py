@@ -23,14 +23,18 @@ from flows.train_data import (
     clip_labels,
     clip_ranges,
     evidence_mask,
-    predecessor_seconds_in_clip,
     render_clips,
     scene_stack,
     stack_evidence,
     stack_scene_ids,
 )
 from flows.world import make_world
-from flows.world_questions import QA, answer_vocabulary, make_questions
+from flows.world_questions import (
+    QA,
+    answer_vocabulary,
+    earlier_scene_seconds_in_clip,
+    make_questions,
+)
 from models.answer import AnswererConfig, MemoryAnswerer
 from models.training import encode_video_clips, select_memories
 from models.vmem import VMemModel
@@ -217,14 +221,15 @@ def test_stack_evidence_marks_the_places_holding_the_asked_scenes():
     assert example.stack_evidence.shape == (len(example.questions), 7, STACK_DEPTH)
 
 
-def test_predecessor_seconds_in_clip_is_what_the_named_scene_s_first_clip_shows_of_it():
+def test_earlier_scene_seconds_in_clip_is_what_the_named_scene_s_first_clip_shows_of_it():
     def history(before: tuple[float, float], named: tuple[float, float]) -> QA:
         return QA("q", "red", "history", [before, named], 100.0)
 
-    assert predecessor_seconds_in_clip(history((14, 27), (27, 35)), 16) == 11  # clip 16-32
-    assert predecessor_seconds_in_clip(history((28, 32), (32, 40)), 16) == 0  # at a boundary
-    assert predecessor_seconds_in_clip(history((30, 34), (34, 40)), 16) == 2  # clip 32-48
-    assert predecessor_seconds_in_clip(history((0, 4), (4, 9)), 16) == 4  # all of it
+    starts = range(0, 100, 16)
+    assert earlier_scene_seconds_in_clip(history((14, 27), (27, 35)), starts) == 11  # 16-32
+    assert earlier_scene_seconds_in_clip(history((28, 32), (32, 40)), starts) == 0  # boundary
+    assert earlier_scene_seconds_in_clip(history((30, 34), (34, 40)), starts) == 2  # 32-48
+    assert earlier_scene_seconds_in_clip(history((0, 4), (4, 9)), starts) == 4  # all of it
 
 
 def test_build_example_keeps_only_the_questions_asked_for():
