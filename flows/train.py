@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
     eval_seeds: list[int] = Field(default_factory=lambda: list(range(9000, 9010)))
     durations: list[float] = Field(default_factory=lambda: [60.0, 120.0, 180.0, 240.0])
     per_type: int = 6  # questions per type per world
-    # stage 2: ~0.27 s/step on 2 cores with the 4-layer answerer (frame tokens and
+    # stage 2: ~0.23 s/step on 2 cores with the 4-layer answerer (frame tokens and
     # questions cached); 5000 steps keep the whole run within the 30 minutes
     steps: int = 5000
     videos_per_step: int = 4

@@ -195,24 +195,33 @@ def write_world_video(
     preset: str = "ultrafast",
     gop_seconds: float = 2.0,
 ) -> Path:
-    """Encode every frame of ``world`` (at ``world.fps``, its width x height) into an mp4."""
+    """Encode every frame of ``world`` (at ``world.fps``, its width x height) into an mp4.
+
+    The frames go to ``<path>.partial`` first, moved to ``path`` once complete: a write
+    that is interrupted never leaves a truncated video under the final name."""
     if world.width % 2 or world.height % 2:
         raise ValueError(f"yuv420p needs an even frame size, got {world.width}x{world.height}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = _add_stream(out, world, codec, preset, gop_seconds)
-        for index in range(frame_count(world)):
-            img = render_frame(world, index / world.fps)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-        out.mux(stream.encode(None))
-    return path
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with av.open(str(partial), "w", format="mp4") as out:
+            stream = _add_stream(out, world, codec, preset, gop_seconds)
+            for index in range(frame_count(world)):
+                img = render_frame(world, index / world.fps)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            out.mux(stream.encode(None))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return partial.replace(path)
 
 
 def write_world(world: World, path: str | Path, **video_options) -> tuple[Path, Path]:
-    """The mp4 and its ground truth beside it (``<video>.world.json``)."""
-    video = write_world_video(world, path, **video_options)
-    return video, write_ground_truth(world, video)
+    """The mp4 and its ground truth beside it (``<video>.world.json``); the ground truth is
+    written first, so a video under its final name always has it."""
+    truth = write_ground_truth(world, path)
+    return write_world_video(world, path, **video_options), truth
 
 
 def write_world_once(world: World, path: str | Path) -> Path:
@@ -224,7 +233,12 @@ def write_world_once(world: World, path: str | Path) -> Path:
     """
     path = Path(path)
     if path.exists():
-        if not ground_truth_path(path).exists() or read_ground_truth(path) != world:
+        if not ground_truth_path(path).exists():
+            raise ValueError(
+                f"{path} has no ground truth beside it (not a world video, or left by an "
+                "interrupted write of an older version); remove it or use a fresh work directory"
+            )
+        if read_ground_truth(path) != world:
             raise ValueError(
                 f"{path} holds another world than seed {world.seed}, {world.duration_s:g} s; "
                 "use a fresh work directory"

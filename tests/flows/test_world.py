@@ -314,3 +314,31 @@ def test_write_world_once_reuses_the_same_world_and_refuses_another(tmp_path):
     assert path.stat().st_mtime_ns == written
     with pytest.raises(ValueError, match="world-7.mp4 holds another world"):
         write_world_once(make_world(7, 8.0), path)  # same name, another length
+
+
+def test_an_interrupted_world_write_leaves_nothing_under_the_final_name(tmp_path, monkeypatch):
+    import flows.world_render as world_render
+
+    path, world, frames = tmp_path / "world-8.mp4", make_world(8, 6.0), []
+    original = world_render.render_frame
+
+    def render_then_stop(w, t):
+        frames.append(t)
+        if len(frames) == 3:
+            raise KeyboardInterrupt  # as if the run were stopped mid-video
+        return original(w, t)
+
+    monkeypatch.setattr(world_render, "render_frame", render_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        write_world_once(world, path)
+    assert not path.exists() and not list(tmp_path.glob("*.partial"))
+    monkeypatch.undo()
+    assert write_world_once(world, path) == path  # the next run writes it whole
+    assert read_ground_truth(path) == world and path.stat().st_size > 0
+
+
+def test_write_world_once_names_a_video_without_ground_truth(tmp_path):
+    path = tmp_path / "world-9.mp4"
+    path.write_bytes(b"half a video")
+    with pytest.raises(ValueError, match="world-9.mp4 has no ground truth beside it"):
+        write_world_once(make_world(9, 6.0), path)
