@@ -3,7 +3,7 @@ memory probe: how much of each auxiliary label group a fresh head can read from 
 memories (what the memory holds, whatever the answerer makes of it).
 
     .venv/bin/python bench/heldout_check.py CHECKPOINT [--worlds 40] [--minutes 0] [--probe]
-        [--oracle] [--per-type N]
+        [--oracle] [--reset] [--per-type N]
 
 ``--minutes 0`` uses the training durations (1-4 minutes) on seeds 9000+, otherwise worlds
 of that length on seeds 9100+. Frames are rendered as ingest sees them (no codec), so this
@@ -188,6 +188,9 @@ def main() -> None:
         "--oracle", action="store_true", help="also answer with the evidence clips forced in"
     )
     parser.add_argument(
+        "--reset", action="store_true", help="also answer with the memory reset at every clip (a)"
+    )
+    parser.add_argument(
         "--per-type", type=int, default=0, help="questions per type per world (0: the checkpoint's)"
     )
     parser.add_argument(
@@ -201,6 +204,8 @@ def main() -> None:
     report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
     if args.oracle:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
+    if args.reset:
+        report["held_out_reset"] = evaluate(model, answerer, held, cfg["k"], reset_every_clip=True)
     if args.probe:
         train = build_examples(
             cfg["train_seeds"][:200],
