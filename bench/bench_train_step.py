@@ -20,17 +20,16 @@ import time
 import numpy as np
 import torch
 
-from flows.train import TrainConfig, batch_tensors, build_models, cache_questions, cache_tokens
-from flows.train_data import (
-    LABEL_GROUPS,
-    N_CLIP_LABELS,
-    STACK_LABELS,
-    build_examples,
-    group_by_clips,
-    sample_batch,
+from flows.train import (
+    TrainConfig,
+    batch_tensors,
+    build_models,
+    cache_questions,
+    cache_tokens,
+    training_heads,
 )
+from flows.train_data import build_examples, group_by_clips, sample_batch
 from flows.train_vision import freeze
-from models.aux_heads import ClipLabelHead, EvidencePlaceHead, SceneStackHead
 from models.training import training_losses
 
 
@@ -46,13 +45,8 @@ class StepBench:
         freeze(self.model.vision)
         cache_tokens(self.model, examples)
         cache_questions(self.model, examples)
-        hidden, lm_hidden = self.model.hidden_size, self.answerer.config.lm().hidden_size
-        self.heads = {
-            "aux_head": ClipLabelHead(hidden, N_CLIP_LABELS, groups=LABEL_GROUPS),
-            "stack_head": SceneStackHead(hidden, len(STACK_LABELS), cfg.stack_depth),
-            "place_head": EvidencePlaceHead(lm_hidden, self.model.memory_tokens, cfg.stack_depth),
-        }
-        modules = [self.model, self.answerer, *self.heads.values()]
+        self.heads = training_heads(cfg, self.model, self.answerer)
+        modules = [self.model, self.answerer, *(h for h in self.heads.values() if h is not None)]
         self.params = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.optim = torch.optim.AdamW(self.params, lr=cfg.lr)
         self.groups = group_by_clips(examples)
@@ -72,7 +66,8 @@ class StepBench:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 losses = training_losses(
                     self.model, self.answerer, **batch, k=cfg.k, oracle=oracle,
-                    temperature=cfg.temperature, place_weight=cfg.place_weight, **self.heads,
+                    temperature=cfg.temperature, aux_weight=cfg.aux_weight,
+                    place_weight=cfg.place_weight, **self.heads,
                 )  # fmt: skip
             self.optim.zero_grad(set_to_none=True)
             losses["loss"].backward()

@@ -218,10 +218,8 @@ def batch_tensors(
     }
 
 
-def train_loop(
-    cfg: TrainConfig, model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExample]
-) -> list[dict]:
-    """AdamW steps; returns one log row per step (loss, answer CE, alignment, seconds)."""
+def training_heads(cfg: TrainConfig, model: VMemModel, answerer: MemoryAnswerer) -> dict:
+    """The joint stage's training-only heads, as ``training_losses`` keywords (None: off)."""
     aux_head = None
     if cfg.aux_weight > 0:
         aux_head = ClipLabelHead(model.hidden_size, N_CLIP_LABELS, groups=LABEL_GROUPS)
@@ -233,8 +231,15 @@ def train_loop(
         place_head = EvidencePlaceHead(
             answerer.config.lm().hidden_size, model.memory_tokens, cfg.stack_depth
         )
-    heads = (aux_head, stack_head, place_head)
-    extra = [p for head in heads if head is not None for p in head.parameters()]
+    return {"aux_head": aux_head, "stack_head": stack_head, "place_head": place_head}
+
+
+def train_loop(
+    cfg: TrainConfig, model: VMemModel, answerer: MemoryAnswerer, examples: list[VideoExample]
+) -> list[dict]:
+    """AdamW steps; returns one log row per step (loss, answer CE, alignment, seconds)."""
+    heads = training_heads(cfg, model, answerer)
+    extra = [p for head in heads.values() if head is not None for p in head.parameters()]
     params = [p for p in [*model.parameters(), *answerer.parameters(), *extra] if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
@@ -251,8 +256,7 @@ def train_loop(
         losses = training_losses(
             model, answerer, **batch, k=cfg.k, temperature=cfg.temperature,
             tau=cfg.gumbel_tau, detach_every=cfg.detach_every, oracle=oracle,
-            aux_head=aux_head, aux_weight=cfg.aux_weight, stack_head=stack_head,
-            place_head=place_head, place_weight=cfg.place_weight,
+            aux_weight=cfg.aux_weight, place_weight=cfg.place_weight, **heads,
         )  # fmt: skip
         optim.zero_grad(set_to_none=True)
         losses["loss"].backward()
