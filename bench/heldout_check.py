@@ -13,6 +13,9 @@ is faster than ``vmem eval`` and isolates the model from the pipeline.
 accuracy by how many seconds of the earlier scene lie in the clip where the named scene
 starts (0: only the carried memory holds it), with memory propagation, with ablation (a)
 (the memory reset at every clip) and with the evidence clips forced in.
+
+``named_by_motion`` splits each type's accuracy by whether its question names an object by
+its motion ("the magenta diamond shrinking": its colour and shape recur in the world).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 from flows.train import evaluate
 from flows.train_data import LABEL_GROUPS, build_examples
-from flows.world_questions import earlier_scene_seconds_in_clip
+from flows.world_questions import MOTION_PHRASES, earlier_scene_seconds_in_clip
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.aux_heads import ClipLabelHead, SceneStackHead, clip_label_loss
 from models.training import encode_video_clips
@@ -134,6 +137,25 @@ def held_out_worlds(
     return build_examples(list(seeds), durations, *shape, keep=keep)
 
 
+def names_a_motion(question: str) -> bool:
+    """Whether the question names an object by its motion ("the red star shrinking")."""
+    return any(phrase in question for pair in MOTION_PHRASES.values() for phrase in pair)
+
+
+def motion_named_split(rows: list) -> dict:
+    """Accuracy per question type (localisation always names motions: left out), split by
+    whether an object is named by its motion: {type: {"motion": [acc, n], "plain": ...}}."""
+    out: dict = {}
+    for qtype, question, got, want in rows:
+        if qtype != "localisation":
+            key = "motion" if names_a_motion(question) else "plain"
+            out.setdefault(qtype, {}).setdefault(key, []).append(got == want)
+    return {
+        t: {k: [round(float(np.mean(v)), 3), len(v)] for k, v in sorted(split.items())}
+        for t, split in sorted(out.items())
+    }
+
+
 SECOND_BINS = ((0, 0, "0"), (1, 3, "1-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
 
 
@@ -201,7 +223,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, answerer, cfg = load_run(args.checkpoint)
     held = held_out_worlds(model, cfg, args.worlds, args.minutes, args.per_type)
-    report = {"held_out": evaluate(model, answerer, held, cfg["k"])}
+    rows: list = []
+    report = {"held_out": evaluate(model, answerer, held, cfg["k"], record=rows)}
+    report["named_by_motion"] = motion_named_split(rows)
     if args.oracle:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
     if args.reset:

@@ -2,8 +2,10 @@
 
 Recipe: build or load the VMem model and a fresh answerer -> stage 1 (``vision_steps`` > 0):
 the vision backbone learns per-frame labels (flows.train_vision), then is frozen and every
-training frame's tokens are computed once -> stage 1b (``stack_steps`` > 0): the streaming
-encoder learns the scene stack alone, so its memory carries scenes across clips
+training frame's tokens are computed once -> stage 1a (``motion_steps`` > 0): the frame-motion
+module learns each frame's motion from its tokens' change (flows.train_motion), then is
+frozen -> stage 1b (``stack_steps`` > 0): the streaming encoder learns the scene stack
+alone, so its memory carries scenes across clips
 (flows.train_stack) -> stage 2: AdamW on answer CE +
 question<->indicator InfoNCE over whole videos (streaming encoder with carried memory,
 question projection, conditioner, answerer), plus training-only heads (clip labels and the
@@ -37,6 +39,7 @@ from flows.train_data import (
     group_by_clips,
     sample_batch,
 )
+from flows.train_motion import motion_accuracy, pretrain_motion
 from flows.train_stack import pretrain_stack
 from flows.train_vision import frame_accuracy, frame_dataset, freeze, pretrain_vision
 from flows.world_questions import QTYPES, answer_vocabulary
@@ -73,6 +76,9 @@ class TrainConfig(BaseModel):
     # steps, two seeds: counting +20 and +9 points, localisation +13 and +12 held out.
     # Ignored when ``base`` is given (its config decides)
     per_token_indicators: bool = True
+    # a new model adds each frame's learned motion to its tokens (``models.motion``), trained
+    # in stage 1a (``motion_steps``). Ignored when ``base`` is given (its config decides)
+    motion_features: bool = True
     # 1200 worlds of 1-4 minutes: with 400 worlds of 1-5 minutes the answerer overfit
     # (held-out localisation 0.28 vs 0.80 on training worlds at 4000 steps)
     train_seeds: list[int] = Field(default_factory=lambda: list(range(1000, 2200)))
@@ -126,6 +132,9 @@ class TrainConfig(BaseModel):
     vision_steps: int = 1200  # stage 1 (frame labels, then frozen); 0: vision trains end to end
     vision_frames: int = 32  # frames drawn per training world for stage 1
     vision_lr: float = 2e-3
+    # stage 1a (flows.train_motion): steps of the frame-motion module on motion labels over
+    # the cached frame tokens, then frozen; needs ``vision_steps`` (cached tokens); 0: off
+    motion_steps: int = 1000
     grad_clip: float = 1.0
     log_every: int = 20
     threads: int = 2
@@ -142,6 +151,7 @@ class TrainConfig(BaseModel):
             per_type=2,
             steps=80,
             vision_steps=20,
+            motion_steps=20,
             stack_steps=10,
             vision_frames=8,
             videos_per_step=2,
@@ -163,9 +173,10 @@ def build_models(cfg: TrainConfig) -> tuple[VMemModel, MemoryAnswerer]:
             cfg.question_model,
             seed=cfg.model_seed,
             per_token_indicators=cfg.per_token_indicators,
+            motion_features=cfg.motion_features,
         )
     else:
-        model = build_default_model(cfg.model_seed, cfg.per_token_indicators)
+        model = build_default_model(cfg.model_seed, cfg.per_token_indicators, cfg.motion_features)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.model_seed)
         answerer = MemoryAnswerer(
@@ -415,6 +426,14 @@ def train_flow(cfg: TrainConfig) -> str:
         cache_tokens(model, train + held_out)
     cache_questions(model, train)
     print(f"{len(train)} training worlds, {sum(len(e.questions) for e in train)} questions")
+    motion = model.streaming.motion
+    if cfg.motion_steps > 0 and motion is not None and cfg.vision_steps > 0:
+        _, probe = pretrain_motion(
+            motion, train, steps=cfg.motion_steps, seed=cfg.seed,
+            log_every=max(1, cfg.log_every * 5),
+        )  # fmt: skip
+        frame_metrics["frame_motion"] = motion_accuracy(motion, probe, held_out)
+        print(f"stage 1a (frame motion): {frame_metrics['frame_motion']:.3f} held out")
     if cfg.stack_steps > 0:
         stack_log = pretrain_stack(
             model, train, steps=cfg.stack_steps, depth=cfg.stack_depth or 4,

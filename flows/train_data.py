@@ -44,6 +44,9 @@ class VideoExample:
     stack_evidence: np.ndarray | None = None
     # (N, STACK_DEPTH) bool: places whose scene ended before the clip (``stack_carried``)
     stack_carried: np.ndarray | None = None
+    # (N, T) int64 index in MOTIONS of each frame's motion since its pair frame, -1 where the
+    # pair crosses a scene change or the clip's padding (``frame_motions``)
+    motions: np.ndarray | None = None
     tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
 
@@ -83,6 +86,23 @@ N_CLIP_LABELS = sum(LABEL_GROUPS)
 # the scene stack: what each of the latest scenes up to a clip's end shows, latest first
 STACK_LABELS = [*COLOURS, *SHAPES, *MOTIONS]
 STACK_DEPTH = 8  # scenes kept per clip (training uses the first ``TrainConfig.stack_depth``)
+
+
+def frame_motions(world: World, n_clips: int, clip_frames: int, fps: float = 1.0) -> np.ndarray:
+    """(N, T) index in MOTIONS of the object's motion between each frame and its pair frame
+    (the previous frame of its clip; frame 0: frame 1, as ``models.motion.frame_pairs``
+    pairs them), -1 where the two frames show different scenes or one is padding."""
+    n_frames = max(1, math.ceil(world.duration_s * fps - 1e-9))
+    out = np.full((n_clips, clip_frames), -1, dtype=np.int64)
+    for k in range(min(n_frames, n_clips * clip_frames)):
+        clip, t = divmod(k, clip_frames)
+        partner = k - 1 if t > 0 else k + 1
+        if partner >= n_frames or (t == 0 and clip_frames < 2):
+            continue
+        scene = world.scene_index_at(k / fps)
+        if scene == world.scene_index_at(partner / fps):
+            out[clip, t] = MOTIONS.index(world.scenes[scene].objects[0].motion)
+    return out
 
 
 def clip_labels(world: World, ranges: np.ndarray) -> np.ndarray:
@@ -209,6 +229,7 @@ def build_example(
         positives=np.stack(masks) if masks else np.zeros((0, len(frames)), dtype=bool),
         qtypes=[qa.qtype for qa in qas],
         labels=clip_labels(world, ranges),
+        motions=frame_motions(world, len(frames), clip_frames, fps),
         stack=stack_labels(world, stack_ids),
         stack_carried=stack_carried(world, stack_ids, ranges),
         stack_evidence=(

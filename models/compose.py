@@ -121,9 +121,13 @@ def compose_config(
     question_model: str | None,
     encoder_lm_layers: int | None = None,
     per_token_indicators: bool = False,
+    motion_features: bool = False,
 ) -> VMemModelConfig:
     """The default VMem config with the given parts' configs swapped in."""
-    fields: dict = {"per_token_indicators": per_token_indicators}
+    fields: dict = {
+        "per_token_indicators": per_token_indicators,
+        "motion_features": motion_features,
+    }
     if vision_model is not None:
         tower, mean, std = read_vision_part(vision_model)
         fields.update(vision_config=tower, image_mean=mean, image_std=std)
@@ -153,14 +157,20 @@ def compose_model(
     encoder_lm_layers: int | None = None,
     seed: int = 0,
     per_token_indicators: bool = False,
+    motion_features: bool = False,
 ) -> VMemModel:
     """A VMem model whose given parts carry their pretrained weights, the rest seeded-random
-    (``per_token_indicators``: see ``VMemModelConfig``).
+    (``per_token_indicators``, ``motion_features``: see ``VMemModelConfig``).
 
     The caller's global RNG is left as it was. Returned in eval mode.
     """
     config = compose_config(
-        vision_model, encoder_lm, question_model, encoder_lm_layers, per_token_indicators
+        vision_model,
+        encoder_lm,
+        question_model,
+        encoder_lm_layers,
+        per_token_indicators,
+        motion_features,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -107,6 +107,9 @@ class VMemModelConfig(PreTrainedConfig):
     # one indicator of the tokens' mean, which scores a clip on the attributes it holds
     # across its scenes, whichever objects hold them (``models.training.clip_scores``)
     per_token_indicators: bool = False
+    # each frame's change since the previous one, as a learned motion feature added to its
+    # tokens in the streaming encoder (``models.motion``); False in checkpoints from before
+    motion_features: bool = False
     # HF text-encoder config (dict with model_type) of the question encoder (byte vocabulary)
     question_config: dict | PreTrainedConfig | None = None
     # subfolder of the checkpoint holding the HF tokenizer of a pretrained question encoder,

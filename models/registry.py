@@ -30,16 +30,21 @@ _HASH_CHUNK = 1 << 20
 _BUILD_LOCK = threading.Lock()  # the seeded build uses the global RNG: one thread at a time
 
 
-def build_default_model(seed: int = 0, per_token_indicators: bool = False) -> VMemModel:
+def build_default_model(
+    seed: int = 0, per_token_indicators: bool = False, motion_features: bool = False
+) -> VMemModel:
     """The tiny default model with random weights; same seed -> bitwise identical weights
-    (``per_token_indicators``: see ``VMemModelConfig``).
+    (``per_token_indicators``, ``motion_features``: see ``VMemModelConfig``).
 
     The global RNG is forked, so building a model does not disturb the caller's randomness.
     Returned in eval mode.
     """
     with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = VMemModel(VMemModelConfig(per_token_indicators=per_token_indicators))
+        config = VMemModelConfig(
+            per_token_indicators=per_token_indicators, motion_features=motion_features
+        )
+        model = VMemModel(config)
     return model.eval()
 
 

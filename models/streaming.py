@@ -15,6 +15,7 @@ from transformers import PreTrainedConfig
 from transformers import initialization as hf_init
 
 from models.hf import base_model_from_config
+from models.motion import FrameMotion
 
 
 class StreamingMemoryEncoder(nn.Module):
@@ -28,7 +29,9 @@ class StreamingMemoryEncoder(nn.Module):
         indicator_dim: int,
         init_std: float = 0.02,
         per_token_indicators: bool = False,
+        frame_tokens: int | None = None,
     ) -> None:
+        """``frame_tokens`` (P) adds ``FrameMotion`` features to the clip tokens; None: off."""
         super().__init__()
         self.lm = base_model_from_config(config)  # base causal LM, fed with inputs_embeds
         hidden = config.hidden_size
@@ -40,6 +43,7 @@ class StreamingMemoryEncoder(nn.Module):
         self.summary_queries = nn.Parameter(torch.empty(memory_tokens, hidden))  # (M, D)
         self.clip_positions = nn.Parameter(torch.empty(clip_tokens, hidden))  # (T*P, D)
         self.indicator_head = nn.Linear(hidden, indicator_dim)
+        self.motion = FrameMotion(frame_tokens, hidden) if frame_tokens else None
         self.init_own_weights()
 
     @property
@@ -69,6 +73,8 @@ class StreamingMemoryEncoder(nn.Module):
             raise ValueError(f"prev_memory must be (B, M, D), got {tuple(prev_memory.shape)}")
         queries = self.summary_queries.unsqueeze(0).expand(batch, -1, -1)  # (B, M, D)
         clip = clip_tokens + self.clip_positions  # (B, T*P, D)
+        if self.motion is not None:
+            clip = clip + self.motion(clip_tokens)
         sequence = torch.cat([prev_memory.to(clip.dtype), clip, queries], dim=1)  # (B, 2M+TP, D)
         hidden = self.lm(inputs_embeds=sequence, use_cache=False).last_hidden_state
         memory = hidden[:, -self.memory_tokens :]  # (B, M, D)

@@ -43,6 +43,7 @@ class VMemModel(PreTrainedModel):
             indicator_dim=config.indicator_dim,
             init_std=config.initializer_range,
             per_token_indicators=config.per_token_indicators,
+            frame_tokens=config.frame_tokens if config.motion_features else None,
         )
         pretrained_question = config.question_tokenizer is not None  # frozen, own tokenizer
         self.question_encoder = QuestionEncoder(
