@@ -81,7 +81,9 @@ class TrainConfig(BaseModel):
     # Ignored when ``base`` is given (its config decides)
     per_token_indicators: bool = True
     # a new model adds each frame's learned motion to its tokens (``models.motion``), trained
-    # in stage 1a (``motion_steps``). Ignored when ``base`` is given (its config decides)
+    # in stage 1a (``motion_steps``): at 2000 steps, two seeds, 240 held-out questions per
+    # type, localisation 0.86 -> 0.98 and 0.86 -> 0.95, stack place 0 0.79 -> 0.95 and
+    # 0.78 -> 0.92. Ignored when ``base`` is given (its config decides)
     motion_features: bool = True
     # 1200 worlds of 1-4 minutes: with 400 worlds of 1-5 minutes the answerer overfit
     # (held-out localisation 0.28 vs 0.80 on training worlds at 4000 steps)
