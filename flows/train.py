@@ -139,7 +139,8 @@ class TrainConfig(BaseModel):
     vision_frames: int = 32  # frames drawn per training world for stage 1
     vision_lr: float = 2e-3
     # stage 1a (flows.train_motion): steps of the frame-motion module on motion labels over
-    # the cached frame tokens, then frozen; needs ``vision_steps`` (cached tokens); 0: off
+    # the cached frame tokens, then frozen; needs ``vision_steps`` (cached tokens). 0 (or no
+    # vision stage): no stage 1a, the module trains with the streaming encoder instead
     motion_steps: int = 1000
     grad_clip: float = 1.0
     log_every: int = 20
