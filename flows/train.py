@@ -68,11 +68,11 @@ class TrainConfig(BaseModel):
 
     out_dir: str = "vmem-trained"
     base: str | None = None  # a VMem checkpoint to start from; None: the tiny default
-    # seeds of the default model's random init and of the batches: at 2000 steps the history
-    # answers depend on them more than on anything tried (with frame motion, 240 held-out
-    # questions: 0.56 with seeds 0, 0.94 with seeds 1; without it 0.83 and 0.69), so the
-    # default keeps the pair that trained well; other seeds are a field away
-    model_seed: int = 1
+    # seeds of the default model's random init and of the batches. The seeds move history
+    # answers more than most recipe changes: with frame motion, 240 held-out questions, 0.56
+    # (seeds 0) and 0.94 (seeds 1) at 2000 steps, but 0.98 (seeds 0) and 0.92 (seeds 1) in
+    # full default runs, which keep seeds 0. Compare recipes over two seeds at least
+    model_seed: int = 0
     # frozen pretrained question encoder (HF folder) composed into the default model; None:
     # the byte-level encoder trained from scratch. Ignored when ``base`` is given.
     question_model: str | None = Field(default_factory=installed_minilm)
@@ -145,7 +145,7 @@ class TrainConfig(BaseModel):
     grad_clip: float = 1.0
     log_every: int = 20
     threads: int = 2
-    seed: int = 1  # batch sampling, Gumbel noise, oracle draws
+    seed: int = 0  # batch sampling, Gumbel noise, oracle draws
 
     @classmethod
     def smoke(cls, out_dir: str, **overrides) -> TrainConfig:
@@ -165,8 +165,6 @@ class TrainConfig(BaseModel):
             lr=3e-3,
             k=2,
             log_every=10,
-            model_seed=0,
-            seed=0,
         )
         return cls(**{**fields, **overrides})
 
