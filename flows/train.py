@@ -92,7 +92,7 @@ class TrainConfig(BaseModel):
     durations: list[float] = Field(default_factory=lambda: [60.0, 120.0, 180.0, 240.0])
     per_type: int = 6  # questions per type per world
     # stage 2: ~0.27 s/step on 2 cores with the 5-layer answerer (frame tokens and
-    # questions cached); 5000 steps keep the whole run within the 30 minutes (27:54)
+    # questions cached); 5000 steps keep the whole run within the 30 minutes (27:35)
     steps: int = 5000
     videos_per_step: int = 4
     lr: float = 1e-3

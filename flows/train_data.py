@@ -25,6 +25,7 @@ import numpy as np
 from flows.world import COLOURS, MOTIONS, SHAPES, World, make_world
 from flows.world_questions import QA, make_questions, tokenize_answer
 from flows.world_render import ingest_view
+from models.motion import pair_frame
 
 
 @dataclass
@@ -89,15 +90,15 @@ STACK_DEPTH = 8  # scenes kept per clip (training uses the first ``TrainConfig.s
 
 
 def frame_motions(world: World, n_clips: int, clip_frames: int, fps: float = 1.0) -> np.ndarray:
-    """(N, T) index in MOTIONS of the object's motion between each frame and its pair frame
-    (the previous frame of its clip; frame 0: frame 1, as ``models.motion.frame_pairs``
-    pairs them), -1 where the two frames show different scenes or one is padding."""
+    """(N, T) index in MOTIONS of the object's motion between each frame and its
+    ``models.motion.pair_frame`` in the clip, -1 where the two frames show different scenes
+    or one is padding."""
     n_frames = max(1, math.ceil(world.duration_s * fps - 1e-9))
     out = np.full((n_clips, clip_frames), -1, dtype=np.int64)
     for k in range(min(n_frames, n_clips * clip_frames)):
         clip, t = divmod(k, clip_frames)
-        partner = k - 1 if t > 0 else k + 1
-        if partner >= n_frames or (t == 0 and clip_frames < 2):
+        partner = clip * clip_frames + pair_frame(t)
+        if partner >= n_frames or pair_frame(t) >= clip_frames:
             continue
         scene = world.scene_index_at(k / fps)
         if scene == world.scene_index_at(partner / fps):

@@ -17,9 +17,15 @@ import torch
 from torch import nn
 
 
+def pair_frame(t: int) -> int:
+    """The frame of its clip that frame ``t`` is compared with: the previous one (frame 0:
+    frame 1, whose change it borrows). ``frame_pairs`` and the motion labels both follow it."""
+    return t - 1 if t > 0 else 1
+
+
 def frame_pairs(clip_tokens: torch.Tensor, frame_tokens: int) -> torch.Tensor:
-    """(..., T*P, D) -> (..., T, 2*P*D): each frame's tokens and their change since the
-    previous frame (frame 0: frame 1's change since frame 0)."""
+    """(..., T*P, D) -> (..., T, 2*P*D): each frame's tokens and their change since its
+    ``pair_frame`` (frame 0: frame 1's change since frame 0)."""
     frames = clip_tokens.unflatten(-2, (-1, frame_tokens)).flatten(-2)  # (..., T, P*D)
     if frames.shape[-2] < 2:
         return torch.cat([frames, torch.zeros_like(frames)], dim=-1)
