@@ -20,7 +20,8 @@ import torch
 
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.registry import load_model
-from models.training import clip_scores, question_inputs
+from models.select import shared_topk
+from models.training import condition_parts, encode_parts, part_scores, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
 from storage.lance import MemoryStore
@@ -91,7 +92,10 @@ class QueryStage:
                 results[i].error = StageError("where", str(exc))
         if not filters:
             return results
-        vectors = self._embed([q.question for q in questions])  # (B, Q): one forward pass
+        texts = [q.question for q in questions]
+        vectors = self._embed(texts)  # (B, Q): one forward pass for the archive stage
+        with torch.inference_mode():  # the video stage ranks by each question's parts
+            parts = encode_parts(self.model, texts).float().numpy()  # (B, A, Q)
         searched = self._searchable(vectors)
         for where, rows in self._group_by_filter(filters).items():
             try:  # archive stage: one batched ANN search per distinct pre-filter
@@ -112,7 +116,7 @@ class QueryStage:
                 candidates = list(dict.fromkeys(found.get(row, [])))[: self.cfg.max_videos * 2]
                 k = questions[i].k or self.cfg.top_k
                 try:
-                    results[i].clips = self._select(vectors[i], candidates, where, k, with_memory)
+                    results[i].clips = self._select(parts[i], candidates, where, k, with_memory)
                 except Exception as exc:
                     results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
         return results
@@ -124,11 +128,13 @@ class QueryStage:
             groups.setdefault(where, []).append(i)
         return groups
 
-    def _select(self, q: np.ndarray, candidates: list[str], where: str, k: int, with_memory: bool):
+    def _select(
+        self, parts: np.ndarray, candidates: list[str], where: str, k: int, with_memory: bool
+    ):
         """Video stage over the candidate videos, then the best videos' clips (+ memories)."""
         if not candidates:
             return []
-        per_video = self._video_stage(q, candidates, where, k)
+        per_video = self._video_stage(parts, candidates, where, k)
         per_video.sort(key=lambda clips: -max(c.score for c in clips))
         chosen = [clip for clips in per_video[: self.cfg.max_videos] for clip in clips]
         if with_memory and chosen:
@@ -139,8 +145,10 @@ class QueryStage:
                 clip.memory = memories[(clip.video_id, clip.clip_index)]
         return chosen
 
-    def _video_stage(self, q: np.ndarray, video_ids: list[str], where: str, k: int):
-        """Re-score every clip of each candidate video with the memory-conditioned question."""
+    def _video_stage(self, parts: np.ndarray, video_ids: list[str], where: str, k: int):
+        """Re-score every clip of each candidate video with the memory-conditioned question
+        (``parts`` (A, Q): its queries, ``models.training.encode_parts``); the K shared among
+        them (``shared_topk``), each clip scored by its best-fitting part."""
         ids = ", ".join(_quote(v) for v in video_ids)
         table = self.store.scan(f"({where}) AND video_id IN ({ids})", CLIP_COLUMNS)
         groups: dict[str, list[dict]] = {}
@@ -149,19 +157,19 @@ class QueryStage:
         # the memory of the last clip in range condenses everything the question may ask about
         last_keys = [(v, max(r["clip_index"] for r in rows)) for v, rows in groups.items()]
         last_memory = self.store.fetch_memories(last_keys, self.encoder)
+        selected = []
         with torch.inference_mode():
             memories = torch.from_numpy(np.stack([last_memory[key] for key in last_keys]))
-            qs = torch.from_numpy(np.repeat(q[None], len(last_keys), axis=0))
-            conditioned = self.model.condition_questions(qs, memories).numpy()  # (V, Q)
-        selected = []
-        for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
-            rows = groups[video_id]
-            indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
-            scores = clip_scores(
-                torch.from_numpy(q_video[None]), torch.from_numpy(indicators[None])
-            )[0].numpy()  # (N,): each clip's best-fitting indicator
-            top = sorted(np.argsort(-scores)[:k], key=lambda j: rows[j]["clip_index"])
-            selected.append([self._clip(rows[j], float(scores[j])) for j in top])
+            queries = torch.from_numpy(parts).expand(len(last_keys), -1, -1)  # (V, A, Q)
+            conditioned = condition_parts(self.model, queries, memories)  # (V, A, Q)
+            for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
+                rows = groups[video_id]
+                indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
+                scores = part_scores(q_video[None], torch.from_numpy(indicators[None]))  # (1,A,N)
+                top = [j for j in shared_topk(scores, k)[0].tolist() if j >= 0]
+                best = scores[0].amax(dim=0)  # (N,): each clip's best-fitting part
+                top.sort(key=lambda j: rows[j]["clip_index"])
+                selected.append([self._clip(rows[j], float(best[j])) for j in top])
         return selected
 
     @staticmethod

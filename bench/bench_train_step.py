@@ -9,7 +9,10 @@ step and each variant's ratio to fp32 with SDPA attention (the default):
 
 - ``fp32``: the default;
 - ``bf16-autocast``: forward under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
-- ``eager-attention``: the streaming encoder's and the answerer's LMs with eager attention.
+- ``eager-attention``: the streaming encoder's and the answerer's LMs with eager attention;
+- ``whole-question-selection``: every question's K clips ranked by the whole question
+  (``TrainConfig.shared_selection`` off; on by default, it ranks by each alternative an
+  ordering question offers).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class StepBench:
         for lm in (self.model.streaming.lm, self.answerer.lm):
             lm.set_attn_implementation(name)
 
-    def seconds_per_step(self, steps: int, bf16: bool, seed: int) -> float:
+    def seconds_per_step(self, steps: int, bf16: bool, shared: bool, seed: int) -> float:
         """Median wall seconds of ``steps`` steps (the first 3 dropped as warm-up)."""
         cfg, rng, times = self.cfg, np.random.default_rng(seed), []
         for _ in range(steps + 3):
@@ -67,7 +70,7 @@ class StepBench:
                 losses = training_losses(
                     self.model, self.answerer, **batch, k=cfg.k, oracle=oracle,
                     temperature=cfg.temperature, aux_weight=cfg.aux_weight,
-                    place_weight=cfg.place_weight, **self.heads,
+                    place_weight=cfg.place_weight, shared_selection=shared, **self.heads,
                 )  # fmt: skip
             self.optim.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -87,20 +90,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     bench = StepBench(args.worlds)
     variants = {
-        "fp32": ("sdpa", False),
-        "bf16-autocast": ("sdpa", True),
-        "eager-attention": ("eager", False),
+        "fp32": ("sdpa", False, True),
+        "bf16-autocast": ("sdpa", True, True),
+        "eager-attention": ("eager", False, True),
+        "whole-question-selection": ("sdpa", False, False),
     }
     timings: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
-        for name, (attention, bf16) in variants.items():
+        for name, (attention, bf16, shared) in variants.items():
             bench.set_attention(attention)
-            timings[name].append(bench.seconds_per_step(args.steps, bf16, seed=round_))
+            timings[name].append(bench.seconds_per_step(args.steps, bf16, shared, seed=round_))
     base = np.median(timings["fp32"])
     print(f"joint step, default recipe, {args.threads} threads, median of {args.rounds} rounds")
     for name, values in timings.items():
         median = np.median(values)
-        print(f"{name:>16}: {median:.3f} s/step  speed vs fp32 {base / median:.2f}x")
+        print(f"{name:>24}: {median:.3f} s/step  speed vs fp32 {base / median:.2f}x")
 
 
 if __name__ == "__main__":

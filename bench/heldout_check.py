@@ -213,6 +213,10 @@ def main() -> None:
         "--reset", action="store_true", help="also answer with the memory reset at every clip (a)"
     )
     parser.add_argument(
+        "--whole-question", action="store_true",
+        help="also answer with every question's clips ranked by the whole question",
+    )  # fmt: skip
+    parser.add_argument(
         "--per-type", type=int, default=0, help="questions per type per world (0: the checkpoint's)"
     )
     parser.add_argument(
@@ -228,6 +232,10 @@ def main() -> None:
     report["named_by_motion"] = motion_named_split(rows)
     if args.oracle:
         report["held_out_oracle"] = evaluate(model, answerer, held, cfg["k"], oracle=True)
+    if args.whole_question:
+        report["held_out_whole_question"] = evaluate(
+            model, answerer, held, cfg["k"], split_offered=False
+        )
     if args.reset:
         report["held_out_reset"] = evaluate(model, answerer, held, cfg["k"], reset_every_clip=True)
     if args.probe:

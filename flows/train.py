@@ -47,14 +47,17 @@ from models.answer import ANSWERER_DIR, DEFAULT_ANSWER_LM, AnswererConfig, Memor
 from models.aux_heads import ClipLabelHead, EvidencePlaceHead, SceneStackHead
 from models.bundled import installed_minilm
 from models.compose import compose_model
+from models.offered import SELECTION_PARTS
 from models.registry import build_default_model
 from models.training import (
     clip_scores,
     encode_video_clips,
     forcing_bias,
+    part_texts,
     question_inputs,
     recall_at_k,
     select_memories,
+    selection_parts,
     stream_clips,
     training_losses,
 )
@@ -102,6 +105,9 @@ class TrainConfig(BaseModel):
     gumbel_tau: float = 1.0
     detach_every: int | None = None  # truncate backprop through the carried memory
     oracle_prob: float = 0.5  # share of questions whose evidence clips are forced in
+    # a question offering two alternatives shares its K clips between them while training,
+    # as it does at inference (``models.training.selection_parts``)
+    shared_selection: bool = True
     # weight of the per-clip label loss (models.aux_heads, flows.train_data.clip_labels): what
     # clip t and clip t-1 show, each scene's predecessor, counts so far, motions, read from
     # the memory tokens (the first two groups, at 4000 steps: counting 0.48 -> 0.68,
@@ -224,6 +230,11 @@ def batch_tensors(
             if batch[0].pooled is not None
             else None
         ),
+        "part_pooled": (
+            torch.from_numpy(np.concatenate([ex.part_pooled for ex in batch]))
+            if batch[0].part_pooled is not None
+            else None
+        ),
         "questions": [q for ex in batch for q in ex.questions],
         "video_of": torch.tensor(video_of, dtype=torch.long),
         "positives": torch.from_numpy(np.concatenate([ex.positives for ex in batch])),
@@ -274,7 +285,8 @@ def train_loop(
         losses = training_losses(
             model, answerer, **batch, k=cfg.k, temperature=cfg.temperature,
             tau=cfg.gumbel_tau, detach_every=cfg.detach_every, oracle=oracle,
-            aux_weight=cfg.aux_weight, place_weight=cfg.place_weight, **heads,
+            aux_weight=cfg.aux_weight, place_weight=cfg.place_weight,
+            shared_selection=cfg.shared_selection, **heads,
         )  # fmt: skip
         optim.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -317,13 +329,16 @@ def evaluate(
     oracle: bool = False,
     record: list[tuple[str, str, str, str]] | None = None,
     reset_every_clip: bool = False,
+    split_offered: bool = True,
 ):
     """Held-out recall@K (archive-stage and video-conditioned questions), its random baseline,
     and exact-match answer accuracy per question type (TopK selection, greedy answers).
     ``oracle``: the answers read the evidence clips first (forced into the K), the rest by
     score: what the answerer makes of the right memories, whatever the selection does.
     ``record``: when given, (type, question, answer, reference) of each question is added.
-    ``reset_every_clip``: ablation (a), every clip encoded from the initial memory."""
+    ``reset_every_clip``: ablation (a), every clip encoded from the initial memory.
+    ``split_offered``: a question offering two alternatives shares its K clips between them
+    (``models.training.selection_parts``, as the query stage selects); False: ranked whole."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
     rows: list[tuple[str, str, str, str]] = []  # (type, question, answer, reference)
@@ -345,7 +360,8 @@ def evaluate(
             stats["recall_cond"].append(recall_at_k(clip_scores(q_cond, ind), pos, kk))
             stats["recall_random"].append(random_recall(ex.positives, kk))
         bias = forcing_bias(pos, q_cond.dtype) if oracle else None
-        tokens, index, relevance = select_memories(q_cond, ind, mem, k, training=False, bias=bias)
+        queries = selection_parts(model, ex.questions, mem[:, -1]) if split_offered else q_cond
+        tokens, index, relevance = select_memories(queries, ind, mem, k, training=False, bias=bias)
         answers = answerer.generate_answers(tokens, pooled, index, ex.questions, relevance)
         for row, (qtype, got, want) in enumerate(zip(ex.qtypes, answers, ex.answers, strict=True)):
             if qtype == "localisation":  # slots -> the clip indices they hold
@@ -398,13 +414,16 @@ def cache_questions(model: VMemModel, examples: list[VideoExample], batch: int =
     distinct text (templated questions repeat), in batches of similar length."""
     if any(p.requires_grad for p in model.question_encoder.model.parameters()):
         return  # the byte-level encoder trains: nothing to cache
-    texts = sorted({q for ex in examples for q in ex.questions}, key=len)
+    parts = {ex.seed: part_texts(ex.questions, SELECTION_PARTS) for ex in examples}
+    texts = {q for ex in examples for q in ex.questions}
+    texts = sorted(texts | {t for rows in parts.values() for row in rows for t in row}, key=len)
     pooled = {}
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
         pooled.update(zip(chunk, model.question_encoder.embed(chunk).numpy(), strict=True))
     for ex in examples:
         ex.pooled = np.stack([pooled[q] for q in ex.questions])
+        ex.part_pooled = np.stack([[pooled[t] for t in row] for row in parts[ex.seed]])
 
 
 @torch.no_grad()

@@ -50,6 +50,8 @@ class VideoExample:
     motions: np.ndarray | None = None
     tokens: np.ndarray | None = None  # (N, T*P, D) float32 frame tokens of a frozen backbone
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
+    # (n_questions, SELECTION_PARTS, H) float32: the same of each question's selection queries
+    part_pooled: np.ndarray | None = None
 
     @property
     def n_clips(self) -> int:

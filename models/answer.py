@@ -26,11 +26,10 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 
 from models.config import _as_config_dict, build_sub_config
 from models.hf import base_model_from_config
+from models.offered import offered_alternatives
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2; the answer words follow
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-# "... the X or the Y ..." (also a/an): the two alternatives a question offers
-OFFERED = re.compile(r"\b(?:the|an?) ([a-z0-9 ]+?) or (?:the|an?) ([a-z0-9 ]+)")
 
 DEFAULT_ANSWER_LM: dict[str, Any] = {
     "model_type": "llama",
@@ -182,15 +181,12 @@ class MemoryAnswerer(PreTrainedModel):
         """The alternatives a question offers, "(the|a|an) X or (the|a|an) Y", each cut to its
         leading answer-vocabulary words ("the red square moving up" -> ["red", "square"]);
         [] when it offers no two distinct ones."""
-        found = OFFERED.search(question.lower())
-        if found is None:
-            return []
         vocab, out = set(self.config.vocab), []
-        for side in found.groups():
+        for side in offered_alternatives(question):
             words = side.split()
             lead = next((i for i, w in enumerate(words) if w not in vocab), len(words))
             out.append(words[: min(lead, self.config.max_answer_tokens)])
-        return out if all(out) and out[0] != out[1] else []
+        return out if len(out) == 2 and all(out) and out[0] != out[1] else []
 
     def decode_ids(self, ids: Sequence[int]) -> str:
         """Ids up to EOS -> the answer string (words joined by spaces), at most

@@ -35,6 +35,32 @@ def topk_select(scores: torch.Tensor, k: int, mask: torch.Tensor | None = None) 
     return torch.cat([ordered, pad], dim=1)  # (B, k)
 
 
+def shared_topk(scores: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """k clips shared among A rankings of the same clips: (B, A, N) -> (B, k) in temporal order.
+
+    The rankings take turns, each taking its best clip not taken yet, so a question asking
+    about two things gets evidence of both (k / A clips each). Padded with -1 as
+    :func:`topk_select`; with A = 1 it is that function.
+    """
+    if scores.shape[1] == 1:
+        return topk_select(scores[:, 0], k, mask)
+    batch, parts, n = scores.shape
+    valid = torch.ones(batch, n, dtype=torch.bool) if mask is None else mask.bool().cpu()
+    ranked = scores.float().argsort(dim=2, descending=True, stable=True).cpu()  # (B, A, N)
+    rows = []
+    for b in range(batch):
+        queues = [[c for c in ranking if valid[b, c]] for ranking in ranked[b].tolist()]
+        taken: list[int] = []
+        wanted = min(k, len(queues[0]))  # every queue holds every valid clip
+        while len(taken) < wanted:
+            queue = queues[len(taken) % parts]
+            while queue[0] in taken:
+                queue.pop(0)
+            taken.append(queue.pop(0))
+        rows.append(sorted(taken) + [-1] * (k - len(taken)))
+    return torch.tensor(rows, dtype=torch.long, device=scores.device)
+
+
 def gumbel_topk(
     scores: torch.Tensor,
     k: int,
@@ -49,21 +75,25 @@ def gumbel_topk(
     through: its forward value is exactly one-hot, its gradient is that of a relaxed k-hot
     (k successive tempered softmaxes). Select memories with ``weights @ memories``
     ((B, k, N) @ (B, N, X) -> (B, k, X)). Needs k <= number of valid clips in each row.
+    Scores (B, A, N) (A rankings of the same clips, one noise per clip): the hard choice is
+    :func:`shared_topk` of the perturbed rankings, the relaxation that of each clip's best.
     """
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    if k > scores.shape[1]:
-        raise ValueError(f"k={k} exceeds the {scores.shape[1]} clips")
-    uniform = torch.rand(scores.shape, generator=generator, device=scores.device)
+    n_clips = scores.shape[-1]
+    if k > n_clips:
+        raise ValueError(f"k={k} exceeds the {n_clips} clips")
+    parts = scores if scores.ndim == 3 else scores.unsqueeze(1)  # (B, A, N)
+    uniform = torch.rand(parts[:, 0].shape, generator=generator, device=scores.device)
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
-    logits = (scores + gumbel.to(scores.dtype)) / tau  # (B, N)
+    logits = (parts + gumbel.to(scores.dtype).unsqueeze(1)) / tau  # (B, A, N)
     if mask is not None:
-        logits = logits.masked_fill(~mask.bool(), _MASKED)
-    indices = topk_select(logits.detach(), k, mask)  # (B, k) temporal order
+        logits = logits.masked_fill(~mask.bool().unsqueeze(1), _MASKED)
+    indices = shared_topk(logits.detach(), k, mask)  # (B, k) temporal order
     if (indices < 0).any():
         raise ValueError("gumbel_topk needs at least k valid clips in every row")
-    soft = _relaxed_k_hot(logits, k)  # (B, N), sums to k
-    hard = F.one_hot(indices, scores.shape[1]).to(soft.dtype)  # (B, k, N)
+    soft = _relaxed_k_hot(logits.amax(dim=1), k)  # (B, N), sums to k
+    hard = F.one_hot(indices, n_clips).to(soft.dtype)  # (B, k, N)
     weights = hard * (1.0 + soft - soft.detach()).unsqueeze(1)  # one-hot forward, soft grad
     return indices, weights
 

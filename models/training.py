@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from models.answer import slot_answer_words
 from models.aux_heads import clip_label_loss, evidence_place_loss
-from models.select import gumbel_topk, topk_select
+from models.offered import selection_queries
+from models.select import gumbel_topk, shared_topk
 
 
 def frame_tokens(model, frames: torch.Tensor) -> torch.Tensor:
@@ -112,6 +113,48 @@ def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tens
     return torch.einsum("bq,bngq->bng", questions, per_group).amax(dim=-1)
 
 
+def part_scores(parts: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
+    """:func:`clip_scores` of each part of each question: (B, A, Q), (B, N, G*Q) -> (B, A, N)."""
+    batch, n_parts = parts.shape[:2]
+    rows = indicators.repeat_interleave(n_parts, dim=0)  # (B*A, N, G*Q)
+    return clip_scores(parts.flatten(0, 1), rows).view(batch, n_parts, -1)
+
+
+def part_texts(questions: list[str], n_parts: int = 0) -> list[list[str]]:
+    """Each question's selection queries (``models.offered.selection_queries``), padded to
+    ``n_parts`` (0: the most any has) by repeating the first."""
+    texts = [selection_queries(q) for q in questions]
+    n_parts = max([n_parts, *(len(t) for t in texts)])
+    return [t + [t[0]] * (n_parts - len(t)) for t in texts]
+
+
+def encode_parts(model, questions: list[str], pooled: torch.Tensor | None = None) -> torch.Tensor:
+    """The queries that rank each question's clips, before conditioning: (B, A, Q) unit.
+
+    A question offering two alternatives ("the X or the Y?") ranks by each alternative's
+    phrase, any other by itself; a question with fewer than A parts repeats its first
+    (:func:`part_texts`), which :func:`models.select.shared_topk` makes plain TopK.
+    ``pooled`` (B, A, H): the frozen text model's cached pooled texts of those parts.
+    """
+    padded = part_texts(questions, 0 if pooled is None else pooled.shape[1])
+    flat_pooled = None if pooled is None else pooled.flatten(0, 1)
+    flat, _ = question_inputs(model, [t for row in padded for t in row], flat_pooled)
+    return flat.view(len(questions), len(padded[0]), -1)  # (B, A, Q)
+
+
+def condition_parts(model, parts: torch.Tensor, last_memory: torch.Tensor) -> torch.Tensor:
+    """Each part conditioned on its video's last memory: (B, A, Q), (B, M, D) -> (B, A, Q)."""
+    batch, n_parts = parts.shape[:2]
+    memory = last_memory.repeat_interleave(n_parts, dim=0)  # (B*A, M, D)
+    return model.condition_questions(parts.flatten(0, 1), memory).view(batch, n_parts, -1)
+
+
+def selection_parts(model, questions: list[str], last_memory: torch.Tensor) -> torch.Tensor:
+    """:func:`encode_parts` conditioned on each question's video (``last_memory`` (B, M, D),
+    the video stage): the (B, A, Q) queries :func:`select_memories` shares the K clips among."""
+    return condition_parts(model, encode_parts(model, questions), last_memory)
+
+
 def select_memories(
     questions: torch.Tensor,
     indicators: torch.Tensor,
@@ -130,22 +173,26 @@ def select_memories(
     zero tokens and score 0 for slots a video shorter than K clips cannot fill).
     Training: Gumbel-TopK over scores/temperature with straight-through weights, so the
     answer loss reaches the indicators; ``bias`` (B, N) is added to the scores first (e.g.
-    to force evidence clips in). Inference: plain TopK.
+    to force evidence clips in). Inference: plain TopK, or with questions (B, A, Q) (the
+    parts of :func:`selection_parts`) the K shared among the A parts' rankings
+    (``shared_topk``), each clip scored by its best-fitting part (training: the same, as
+    Gumbel-TopK).
     """
     batch, n_clips, m_tokens, dim = memories.shape
-    cosine = clip_scores(questions, indicators)  # (B, N)
+    parts = questions if questions.ndim == 3 else questions.unsqueeze(1)  # (B, A, Q)
+    cosine = part_scores(parts, indicators)  # (B, A, N)
     scores = cosine / temperature
     if bias is not None:
-        scores = scores + bias
+        scores = scores + bias.unsqueeze(1)
     flat = memories.flatten(2)  # (B, N, M*D)
     take = min(k, n_clips)
     if training:
         index, weights = gumbel_topk(scores, take, tau=tau, generator=generator)
         chosen = weights.to(flat.dtype) @ flat  # (B, take, M*D), one-hot forward
     else:
-        index = topk_select(scores, take)  # (B, take)
+        index = shared_topk(scores, take)  # (B, take)
         chosen = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
-    relevance = cosine.detach().gather(1, index)  # (B, take)
+    relevance = cosine.detach().amax(dim=1).gather(1, index)  # (B, take)
     if take < k:  # pad to the constant budget
         chosen = F.pad(chosen, (0, 0, 0, k - take))
         index = F.pad(index, (0, k - take), value=-1)
@@ -205,6 +252,8 @@ def training_losses(
     stack_evidence: torch.Tensor | None = None,
     place_weight: float = 1.0,
     align_each_clip: torch.Tensor | None = None,
+    shared_selection: bool = False,
+    part_pooled: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -216,7 +265,9 @@ def training_losses(
     embeddings (computed here when None); ``slot_answers`` (Bq,) bool: rows whose target is
     the selected slots holding evidence (``slot_answer_words``), set after selection;
     ``align_each_clip`` (Bq,) bool: rows whose alignment pulls up every evidence clip
-    (``alignment_loss``).
+    (``alignment_loss``); ``shared_selection``: a question offering two alternatives shares
+    its K clips between them, as at inference (:func:`selection_parts`), ``part_pooled``
+    (Bq, A, H) the cached pooled texts of those parts (:func:`part_texts`).
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
@@ -237,8 +288,12 @@ def training_losses(
     bias = None
     if oracle is not None:
         bias = forcing_bias(positives & oracle.view(-1, 1), q_cond.dtype)  # (Bq, N)
+    queries = q_cond
+    if shared_selection:
+        parts = encode_parts(model, questions, part_pooled)  # (Bq, A, Q)
+        queries = condition_parts(model, parts, mem_q[:, -1])
     tokens, index, relevance = select_memories(
-        q_cond, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
+        queries, ind_q, mem_q, k, training=True, temperature=temperature, tau=tau, bias=bias
     )
     valid = index >= 0  # (Bq, K) filled slots
     if slot_answers is not None and slot_answers.any():

@@ -20,6 +20,7 @@ from models.training import (
     clip_scores,
     encode_video_clips,
     select_memories,
+    selection_parts,
     training_losses,
 )
 
@@ -353,3 +354,38 @@ def test_training_losses_add_the_evidence_place_loss(make_clips):
     losses["loss"].backward()
     assert head.net.weight.grad.abs().sum() > 0
     assert answerer.memory_in.weight.grad.abs().sum() > 0
+
+
+def test_select_memories_shares_k_among_question_parts():
+    """Queries (B, A, Q): each part's best clip is selected, and each clip's relevance is
+    its best part's fit; one query ranking alone takes only its own best clips."""
+    eye = torch.eye(6)
+    indicators = torch.stack([eye[0], 0.6 * eye[0] + 0.8 * eye[1], eye[2], eye[3]])
+    indicators = torch.nn.functional.normalize(indicators, dim=-1).unsqueeze(0)  # (1, N=4, 6)
+    memories = torch.randn(1, 4, 2, 3)
+    first, second = eye[0], torch.nn.functional.normalize(eye[3] + 0.1 * eye[0], dim=-1)
+    _, alone, _ = select_memories(first[None], indicators, memories, 2, training=False)
+    assert alone.tolist() == [[0, 1]]  # both fit the first part
+    parts = torch.stack([first, second]).unsqueeze(0)  # (1, A=2, 6)
+    _, shared, relevance = select_memories(parts, indicators, memories, 2, training=False)
+    assert shared.tolist() == [[0, 3]]
+    best = torch.einsum("aq,nq->an", parts[0], indicators[0]).amax(dim=0)
+    assert torch.allclose(relevance[0], best[[0, 3]])
+    gen = torch.Generator().manual_seed(0)  # training: the same turns, Gumbel-perturbed
+    _, trained, _ = select_memories(
+        parts, indicators, memories, 2, training=True, temperature=0.01, generator=gen
+    )
+    assert trained.tolist() == [[0, 3]]
+
+
+def test_selection_parts_rank_by_each_offered_alternative():
+    model = build_default_model(seed=0).eval()
+    questions = ["Which came first, the red circle or the blue square?", "How many red circles?"]
+    last = torch.randn(2, model.memory_tokens, model.hidden_size)
+    with torch.no_grad():
+        parts = selection_parts(model, questions, last)
+        alone = selection_parts(model, ["red circle", "blue square", questions[1]], last[[0, 0, 1]])
+    assert parts.shape == (2, 2, model.indicator_dim)
+    torch.testing.assert_close(parts[0], alone[:2, 0])  # each alternative's own query
+    torch.testing.assert_close(parts[1, 0], alone[2, 0])
+    torch.testing.assert_close(parts[1, 1], parts[1, 0])  # one part, repeated

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.select import VideoStageConditioner, gumbel_topk, topk_select
+from models.select import VideoStageConditioner, gumbel_topk, shared_topk, topk_select
 
 
 def test_topk_returns_best_in_temporal_order():
@@ -52,3 +52,25 @@ def test_conditioner_is_identity_at_init_then_learns():
     out = cond(q, memory)
     torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
     assert not torch.allclose(out, q)
+
+
+def test_shared_topk_takes_turns_between_rankings():
+    # ranking 0 prefers clips 0, 1, 2; ranking 1 prefers clips 5, 0, 4
+    scores = torch.tensor([[[9.0, 8.0, 7.0, 0.0, 1.0, 2.0], [8.0, 0.0, 0.0, 0.0, 7.0, 9.0]]])
+    assert shared_topk(scores, 2).tolist() == [[0, 5]]  # each ranking's best
+    assert shared_topk(scores, 3).tolist() == [[0, 1, 5]]  # 1 is 0's second; 1's second taken
+    assert shared_topk(scores, 4).tolist() == [[0, 1, 4, 5]]
+    assert topk_select(scores[:, 0], 4).tolist() == [[0, 1, 2, 5]]  # one ranking: 0's best 4
+
+
+def test_shared_topk_with_one_ranking_or_repeated_rankings_is_topk():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 1, 7, generator=gen)
+    assert torch.equal(shared_topk(scores, 3), topk_select(scores[:, 0], 3))
+    assert torch.equal(shared_topk(scores.expand(-1, 2, -1), 3), topk_select(scores[:, 0], 3))
+
+
+def test_shared_topk_skips_masked_clips_and_pads():
+    scores = torch.tensor([[[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]])
+    mask = torch.tensor([[True, False, True]])
+    assert shared_topk(scores, 4, mask).tolist() == [[0, 2, -1, -1]]
