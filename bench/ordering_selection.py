@@ -63,16 +63,20 @@ def main() -> None:
                     )
                     right = answers[row] == " ".join(ex.answers[row])
                     rows[name].append((both, right, names_a_motion(qa.question)))
+
+    def share(values: np.ndarray) -> float | None:
+        return round(float(values.mean()), 3) if values.size else None
+
     report = {}
     for name, found in rows.items():
-        both, right, motion = (np.array(col) for col in zip(*found, strict=True))
+        both, right, motion = (np.array(col, dtype=bool) for col in zip(*found, strict=True))
         report[name] = {
             "questions": len(found),
-            "both_selected": round(float(both.mean()), 3),
-            "right": round(float(right.mean()), 3),
-            "right_named_by_motion": round(float(right[motion].mean()), 3),
-            "right_plain": round(float(right[~motion].mean()), 3),
-            "right_when_both_selected": round(float(right[both].mean()), 3),
+            "both_selected": share(both),
+            "right": share(right),
+            "right_named_by_motion": share(right[motion]),
+            "right_plain": share(right[~motion]),
+            "right_when_both_selected": share(right[both]),
         }
     print(json.dumps(report, indent=1))
 
