@@ -105,3 +105,50 @@ def test_a_trained_checkpoint_bundles_without_the_frozen_text_model(trained, tmp
     assert any(k.startswith(FROZEN_PREFIX) for k in state)
     for key, value in saved.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
+    tmp_path, trained, ray_local, make_config
+):
+    """The query stage's video stage over stored memories picks the same K clips as
+    ``select_memories`` over the model's queries for each question: the whole question, or
+    the K shared between the two alternatives an ordering question offers."""
+    import numpy as np
+    import torch
+
+    from actors.query import CLIP_COLUMNS, QueryStage
+    from actors.runtime import bind_model
+    from models.training import select_memories, selection_parts
+    from schemas.records import Question
+
+    write_synthetic_video(tmp_path / "archive" / "long.mp4", 112.0, seed=8)  # 7 clips > K
+    cfg = make_config(tmp_path / "db")
+    cfg = cfg.model_copy(update={"model": ModelConfig(path=trained)})
+    assert ingest_flow(str(tmp_path / "archive"), cfg).done == 1
+    bound = bind_model(cfg)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    questions = [
+        "Which came first, the red circle moving left or the blue square?",
+        "When does a red circle move left?",
+    ]
+    results = stage.select([Question(question=q) for q in questions])
+    rows = sorted(
+        stage.store.scan(f"encoder = '{bound.encoder}'", CLIP_COLUMNS).to_pylist(),
+        key=lambda r: r["clip_index"],
+    )
+    assert len(rows) == 7
+    stored = stage.store.fetch_memories(
+        [(r["video_id"], r["clip_index"]) for r in rows], bound.encoder
+    )
+    memories = torch.from_numpy(np.stack([stored[(r["video_id"], r["clip_index"])] for r in rows]))
+    indicators = torch.tensor(np.stack([r["indicator"] for r in rows]), dtype=torch.float32)
+    n, k = len(questions), cfg.query.top_k
+    with torch.no_grad():
+        queries = selection_parts(stage.model, questions, memories[-1:].expand(n, -1, -1))
+        _, index, _ = select_memories(
+            queries, indicators.expand(n, -1, -1), memories.expand(n, -1, -1, -1), k, False
+        )
+    assert queries.shape[1] == 2  # the ordering question's two alternatives
+    for result, expected in zip(results, index.tolist(), strict=True):
+        assert result.error is None
+        assert [c.clip_index for c in result.clips] == expected
