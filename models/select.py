@@ -45,20 +45,20 @@ def shared_topk(scores: torch.Tensor, k: int, mask: torch.Tensor | None = None) 
     if scores.shape[1] == 1:
         return topk_select(scores[:, 0], k, mask)
     batch, parts, n = scores.shape
-    valid = torch.ones(batch, n, dtype=torch.bool) if mask is None else mask.bool().cpu()
-    ranked = scores.float().argsort(dim=2, descending=True, stable=True).cpu()  # (B, A, N)
-    rows = []
-    for b in range(batch):
-        queues = [[c for c in ranking if valid[b, c]] for ranking in ranked[b].tolist()]
-        taken: list[int] = []
-        wanted = min(k, len(queues[0]))  # every queue holds every valid clip
-        while len(taken) < wanted:
-            queue = queues[len(taken) % parts]
-            while queue[0] in taken:
-                queue.pop(0)
-            taken.append(queue.pop(0))
-        rows.append(sorted(taken) + [-1] * (k - len(taken)))
-    return torch.tensor(rows, dtype=torch.long, device=scores.device)
+    taken = torch.zeros(batch, n, dtype=torch.bool, device=scores.device)
+    if mask is not None:
+        taken = ~mask.bool()  # masked clips count as taken
+    rows = torch.arange(batch, device=scores.device)
+    picks = []
+    for turn in range(k):
+        free = scores[:, turn % parts].float().masked_fill(taken, float("-inf"))  # (B, N)
+        pick = free.argmax(dim=1)  # (B,) this ranking's best clip not taken yet
+        found = free[rows, pick] > float("-inf")  # False: no clip left
+        taken = taken.clone()
+        taken[rows, pick] |= found
+        picks.append(torch.where(found, pick, n))
+    ordered = torch.stack(picks, dim=1).sort(dim=1).values  # taken ascending, then n
+    return ordered.masked_fill(ordered == n, -1)
 
 
 def gumbel_topk(
