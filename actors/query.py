@@ -21,7 +21,7 @@ import torch
 from models.answer import ANSWERER_DIR, MemoryAnswerer
 from models.registry import load_model
 from models.select import shared_topk
-from models.training import condition_parts, encode_parts, part_scores, question_inputs
+from models.training import condition_parts, part_scores, part_texts, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
 from storage.lance import MemoryStore
@@ -92,10 +92,7 @@ class QueryStage:
                 results[i].error = StageError("where", str(exc))
         if not filters:
             return results
-        texts = [q.question for q in questions]
-        vectors = self._embed(texts)  # (B, Q): one forward pass for the archive stage
-        with torch.inference_mode():  # the video stage ranks by each question's parts
-            parts = encode_parts(self.model, texts).float().numpy()  # (B, A, Q)
+        vectors, parts = self._embed_questions([q.question for q in questions])
         searched = self._searchable(vectors)
         for where, rows in self._group_by_filter(filters).items():
             try:  # archive stage: one batched ANN search per distinct pre-filter
@@ -147,7 +144,7 @@ class QueryStage:
 
     def _video_stage(self, parts: np.ndarray, video_ids: list[str], where: str, k: int):
         """Re-score every clip of each candidate video with the memory-conditioned question
-        (``parts`` (A, Q): its queries, ``models.training.encode_parts``); the K shared among
+        (``parts`` (A, Q): its queries, ``_embed_questions``); the K shared among
         them (``shared_topk``), each clip scored by its best-fitting part."""
         ids = ", ".join(_quote(v) for v in video_ids)
         table = self.store.scan(f"({where}) AND video_id IN ({ids})", CLIP_COLUMNS)
@@ -247,6 +244,16 @@ class QueryStage:
     def _filter(self, where: str | None) -> str:
         own = f"encoder = {_quote(self.encoder)}"
         return f"({compile_where(where)}) AND {own}" if where else own
+
+    def _embed_questions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One question-encoder pass over every distinct text: each question (B, Q), for
+        the archive stage, and its selection queries (B, A, Q), for the video stage (an
+        ordering question's two alternatives, any other question itself)."""
+        queries = part_texts(texts)
+        distinct = list(dict.fromkeys([*texts, *(t for row in queries for t in row)]))
+        found = dict(zip(distinct, self._embed(distinct), strict=True))
+        vectors = np.stack([found[t] for t in texts])
+        return vectors, np.stack([[found[t] for t in row] for row in queries])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
