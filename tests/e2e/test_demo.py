@@ -30,9 +30,9 @@ def test_demo_answers_its_world_with_the_trained_default(
     assert summary["questions"] == 16 and set(summary["by_type"]) == {
         "counting", "history", "localisation", "ordering",
     }  # fmt: skip
-    # the committed default gets 11 of 16 right on this world (EVAL.md has its full figures);
-    # a regression check with some slack, not the target (every answer right)
-    assert summary["right"] >= 10, summary
+    # the committed default gets all 16 right on these worlds (EVAL.md); a regression check
+    # with slack for other CPUs' last bits, which can flip a near tie
+    assert summary["right"] >= 14, summary
     assert "2 done, 2 failed" in " ".join(result.output.split())  # the two broken files
     rerun = CliRunner().invoke(app, args)  # nothing new to ingest, the same answers
     assert rerun.exit_code == 0 and json.loads(rerun.output.strip().splitlines()[-1]) == summary
