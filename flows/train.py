@@ -414,16 +414,16 @@ def cache_questions(model: VMemModel, examples: list[VideoExample], batch: int =
     distinct text (templated questions repeat), in batches of similar length."""
     if any(p.requires_grad for p in model.question_encoder.model.parameters()):
         return  # the byte-level encoder trains: nothing to cache
-    parts = {ex.seed: part_texts(ex.questions, SELECTION_PARTS) for ex in examples}
+    parts = [part_texts(ex.questions, SELECTION_PARTS) for ex in examples]  # per example
     texts = {q for ex in examples for q in ex.questions}
-    texts = sorted(texts | {t for rows in parts.values() for row in rows for t in row}, key=len)
+    texts = sorted(texts | {t for rows in parts for row in rows for t in row}, key=len)
     pooled = {}
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
         pooled.update(zip(chunk, model.question_encoder.embed(chunk).numpy(), strict=True))
-    for ex in examples:
+    for ex, rows in zip(examples, parts, strict=True):
         ex.pooled = np.stack([pooled[q] for q in ex.questions])
-        ex.part_pooled = np.stack([[pooled[t] for t in row] for row in parts[ex.seed]])
+        ex.part_pooled = np.stack([[pooled[t] for t in row] for row in rows])
 
 
 @torch.no_grad()
