@@ -94,9 +94,10 @@ class TrainConfig(BaseModel):
     eval_seeds: list[int] = Field(default_factory=lambda: list(range(9000, 9010)))
     durations: list[float] = Field(default_factory=lambda: [60.0, 120.0, 180.0, 240.0])
     per_type: int = 6  # questions per type per world
-    # stage 2: ~0.27 s/step on 2 cores with the 5-layer answerer (frame tokens and
-    # questions cached); 5000 steps keep the whole run within the 30 minutes (27:35)
-    steps: int = 5000
+    # stage 2: 0.25-0.33 s/step on 2 cores with the 5-layer answerer (frame tokens and
+    # questions cached), as the machine's hour goes; 5000 steps took 27:35 to 32:22 in all,
+    # 4000 keep the whole run within the 30 minutes in a slow hour too
+    steps: int = 4000
     videos_per_step: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -127,6 +128,10 @@ class TrainConfig(BaseModel):
     align_each_clip: list[Literal[QTYPES]] = Field(
         default_factory=lambda: ["localisation", "counting"]
     )
+    # share of history questions whose clips showing only the earlier scene are kept out of
+    # the selection while training (``flows.train_data.earlier_only``): the answer must then
+    # come from the named scene's clip, whose memory carries the past; 0: off
+    history_drill: float = Field(0.0, ge=0, le=1)
     # stage 1b (flows.train_stack): steps of the streaming encoder on the scene stack alone,
     # so that the memory carries scenes across clips before the joint stage; 0: off. At
     # 2000 joint steps, 240 held-out questions per type: history 0.44 -> 0.64, ordering
@@ -278,15 +283,19 @@ def train_loop(
     groups, rng, history = group_by_clips(examples), np.random.default_rng(cfg.seed), []
     start = time.perf_counter()
     for step in range(cfg.steps):
-        batch = batch_tensors(
-            sample_batch(groups, cfg.videos_per_step, rng), answerer, cfg.align_each_clip
-        )
+        videos = sample_batch(groups, cfg.videos_per_step, rng)
+        batch = batch_tensors(videos, answerer, cfg.align_each_clip)
         oracle = torch.from_numpy(rng.uniform(size=len(batch["questions"])) < cfg.oracle_prob)
+        hidden = None
+        if cfg.history_drill > 0:  # (drawn only when on: the default's batches stay as they were)
+            drill = torch.from_numpy(rng.uniform(size=len(batch["questions"])) < cfg.history_drill)
+            earlier = torch.from_numpy(np.concatenate([ex.earlier_only for ex in videos]))
+            hidden = earlier & drill.view(-1, 1)
         losses = training_losses(
             model, answerer, **batch, k=cfg.k, temperature=cfg.temperature,
             tau=cfg.gumbel_tau, detach_every=cfg.detach_every, oracle=oracle,
             aux_weight=cfg.aux_weight, place_weight=cfg.place_weight,
-            shared_selection=cfg.shared_selection, **heads,
+            shared_selection=cfg.shared_selection, hidden=hidden, **heads,
         )  # fmt: skip
         optim.zero_grad(set_to_none=True)
         losses["loss"].backward()

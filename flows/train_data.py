@@ -52,6 +52,9 @@ class VideoExample:
     pooled: np.ndarray | None = None  # (n_questions, H) float32 of a frozen question encoder
     # (n_questions, SELECTION_PARTS, H) float32: the same of each question's selection queries
     part_pooled: np.ndarray | None = None
+    # (n_questions, N) bool: a history question's clips that show its earlier scene but not
+    # the named one (``earlier_only``); False for the other types
+    earlier_only: np.ndarray | None = None
 
     @property
     def n_clips(self) -> int:
@@ -196,6 +199,16 @@ def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
     return mask
 
 
+def earlier_only(qa: QA, ranges: np.ndarray) -> np.ndarray:
+    """(N,) bool: for a history question (evidence: the earlier scene, then the named one),
+    the clips overlapping the earlier scene but not the named one; all False otherwise."""
+    if qa.qtype != "history" or len(qa.evidence) != 2:
+        return np.zeros(len(ranges), dtype=bool)
+    (e0, e1), (n0, n1) = qa.evidence
+    earlier = (ranges[:, 0] < e1) & (ranges[:, 1] > e0)
+    return earlier & ~((ranges[:, 0] < n1) & (ranges[:, 1] > n0))
+
+
 def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
     """The reference answer: clip indices for localisation (training replaces them by slot
     numbers after selection), the answer's words otherwise."""
@@ -237,6 +250,11 @@ def build_example(
         stack_carried=stack_carried(world, stack_ids, ranges),
         stack_evidence=(
             np.stack(places) if places else np.zeros((0, *stack_ids.shape), dtype=bool)
+        ),
+        earlier_only=(
+            np.stack([earlier_only(qa, ranges) for qa in qas])
+            if qas
+            else np.zeros((0, len(frames)), dtype=bool)
         ),
     )
 

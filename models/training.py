@@ -105,6 +105,23 @@ def forcing_bias(forced: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     return forced.to(dtype) * 1e3
 
 
+def selection_bias(
+    positives: torch.Tensor,
+    oracle: torch.Tensor | None,
+    hidden: torch.Tensor | None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor | None:
+    """Training's score bias (Bq, N): the evidence clips of ``oracle`` (Bq,) rows forced in
+    (:func:`forcing_bias`), the ``hidden`` (Bq, N) clips kept out; None when neither."""
+    bias = None
+    if oracle is not None:
+        bias = forcing_bias(positives.bool() & oracle.view(-1, 1), dtype)
+    if hidden is not None and hidden.any():
+        bias = torch.zeros(positives.shape, dtype=dtype) if bias is None else bias
+        bias = bias.masked_fill(hidden, -1e3)
+    return bias
+
+
 def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
     """Cosine fit of each question to each clip of its video: (B, Q), (B, N, G*Q) -> (B, N),
     the best of a clip's G unit indicators (G = M per-token indicators, or 1)."""
@@ -254,6 +271,7 @@ def training_losses(
     align_each_clip: torch.Tensor | None = None,
     shared_selection: bool = False,
     part_pooled: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Losses of one step over B videos with the same clip count and their questions.
 
@@ -267,7 +285,9 @@ def training_losses(
     ``align_each_clip`` (Bq,) bool: rows whose alignment pulls up every evidence clip
     (``alignment_loss``); ``shared_selection``: a question offering two alternatives shares
     its K clips between them, as at inference (:func:`selection_parts`), ``part_pooled``
-    (Bq, A, H) the cached pooled texts of those parts (:func:`part_texts`).
+    (Bq, A, H) the cached pooled texts of those parts (:func:`part_texts`); ``hidden`` (Bq,
+    N) bool: clips kept out of each question's selection (before forcing; a video with K
+    clips or fewer still gives all of them).
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
@@ -285,9 +305,7 @@ def training_losses(
     q_cond = model.condition_questions(q_raw, mem_q[:, -1])  # (Bq, Q)
     align = alignment_loss(q_raw, ind_q, positives, temperature, align_each_clip)
     align = align + alignment_loss(q_cond, ind_q, positives, temperature, align_each_clip)
-    bias = None
-    if oracle is not None:
-        bias = forcing_bias(positives & oracle.view(-1, 1), q_cond.dtype)  # (Bq, N)
+    bias = selection_bias(positives, oracle, hidden, q_cond.dtype)  # (Bq, N) or None
     queries = q_cond
     if shared_selection:
         parts = encode_parts(model, questions, part_pooled)  # (Bq, A, Q)

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from flows.train import ANSWERER_DIR, TrainConfig, random_recall, train_flow
+from flows.train import (
+    ANSWERER_DIR,
+    TrainConfig,
+    build_models,
+    random_recall,
+    train_flow,
+    train_loop,
+)
 from flows.train_data import (
     AFTER_LABELS,
     CLIP_LABELS,
@@ -22,6 +29,7 @@ from flows.train_data import (
     build_example,
     clip_labels,
     clip_ranges,
+    earlier_only,
     evidence_mask,
     render_clips,
     scene_stack,
@@ -230,6 +238,30 @@ def test_earlier_scene_seconds_in_clip_is_what_the_named_scene_s_first_clip_show
     assert earlier_scene_seconds_in_clip(history((28, 32), (32, 40)), starts) == 0  # boundary
     assert earlier_scene_seconds_in_clip(history((30, 34), (34, 40)), starts) == 2  # 32-48
     assert earlier_scene_seconds_in_clip(history((0, 4), (4, 9)), starts) == 4  # all of it
+
+
+def test_earlier_only_marks_the_clips_that_show_a_history_question_s_earlier_scene_alone():
+    ranges = np.array([[0, 16], [16, 32], [32, 48], [48, 64]], dtype=float)
+    history = QA("q", "red", "history", [(10, 32), (32, 40)], 64.0)
+    assert earlier_only(history, ranges).tolist() == [True, True, False, False]
+    inside = QA("q", "red", "history", [(20, 36), (36, 40)], 64.0)  # both in clip 2
+    assert earlier_only(inside, ranges).tolist() == [False, True, False, False]
+    counting = QA("q", "2", "counting", [(0, 10), (40, 50)], 64.0)
+    assert not earlier_only(counting, ranges).any()
+    example = build_example(13, 100, 16, 32)
+    assert example.earlier_only.shape == example.positives.shape
+    assert not (example.earlier_only & ~example.positives).any()  # evidence clips only
+    rows = [i for i, t in enumerate(example.qtypes) if t != "history"]
+    assert not example.earlier_only[rows].any()
+
+
+def test_history_drill_trains_with_the_earlier_scene_s_clips_kept_out(tmp_path):
+    cfg = TrainConfig.smoke(str(tmp_path), steps=3, history_drill=1.0, vision_steps=0)
+    model, answerer = build_models(cfg)
+    examples = [build_example(seed, 100, 16, model.image_size) for seed in (13, 14)]
+    assert any(ex.earlier_only.any() for ex in examples)  # something to keep out
+    log = train_loop(cfg, model, answerer, examples)
+    assert len(log) == 3 and all(np.isfinite(row["loss"]) for row in log)
 
 
 def test_build_example_keeps_only_the_questions_asked_for():

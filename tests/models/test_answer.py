@@ -20,6 +20,7 @@ from models.training import (
     clip_scores,
     encode_video_clips,
     select_memories,
+    selection_bias,
     selection_parts,
     training_losses,
 )
@@ -249,6 +250,27 @@ def test_select_memories_budget_and_order():
     )
     assert short.shape == (2, 6, 4) and index[:, 1].eq(-1).all() and short[:, 3:].eq(0).all()
     assert relevance[:, 1].eq(0).all()
+
+
+def test_selection_bias_forces_the_oracle_s_evidence_in_and_keeps_hidden_clips_out():
+    gen = torch.Generator().manual_seed(1)
+    memories = torch.randn(2, 6, 3, 4, generator=gen)  # (B, N, M, D)
+    indicators = torch.nn.functional.normalize(torch.randn(2, 6, 6, generator=gen), dim=-1)
+    questions = indicators[:, 3]  # best fit: clip 3
+    positives = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0]], dtype=torch.bool)
+    hidden = torch.zeros(2, 6, dtype=torch.bool)
+    hidden[0, 0] = hidden[0, 3] = True  # row 0: an evidence clip and the best fit kept out
+    assert selection_bias(positives, None, None) is None
+    bias = selection_bias(positives, torch.tensor([True, True]), hidden)
+    for seed in range(5):  # Gumbel noise: any draw
+        _, index, _ = select_memories(
+            questions, indicators, memories, 2, True, bias=bias,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        assert 1 in index[0] and 0 not in index[0] and 3 not in index[0]
+        assert 4 in index[1]  # forced; row 1 hides nothing
+    no_oracle = selection_bias(positives, None, hidden)
+    assert no_oracle[1].eq(0).all() and no_oracle[0, 3] < -100 and no_oracle[0, 1] == 0
 
 
 def test_clip_scores_take_each_clip_s_best_fitting_token():
