@@ -130,7 +130,8 @@ class TrainConfig(BaseModel):
     )
     # share of history questions whose clips showing only the earlier scene are kept out of
     # the selection while training (``flows.train_data.earlier_only``): the answer must then
-    # come from the named scene's clip, whose memory carries the past; 0: off
+    # come from the named scene's clip, whose memory carries the past; 0: off. At 0.5, two
+    # seeds: history -6 and +5 points, memory-only history -15 and +19 (EVAL.md, Session 16)
     history_drill: float = Field(0.0, ge=0, le=1)
     # stage 1b (flows.train_stack): steps of the streaming encoder on the scene stack alone,
     # so that the memory carries scenes across clips before the joint stage; 0: off. At

@@ -117,7 +117,8 @@ def selection_bias(
     if oracle is not None:
         bias = forcing_bias(positives.bool() & oracle.view(-1, 1), dtype)
     if hidden is not None and hidden.any():
-        bias = torch.zeros(positives.shape, dtype=dtype) if bias is None else bias
+        if bias is None:
+            bias = torch.zeros(positives.shape, dtype=dtype, device=hidden.device)
         bias = bias.masked_fill(hidden, -1e3)
     return bias
 
@@ -286,8 +287,8 @@ def training_losses(
     (``alignment_loss``); ``shared_selection``: a question offering two alternatives shares
     its K clips between them, as at inference (:func:`selection_parts`), ``part_pooled``
     (Bq, A, H) the cached pooled texts of those parts (:func:`part_texts`); ``hidden`` (Bq,
-    N) bool: clips kept out of each question's selection (before forcing; a video with K
-    clips or fewer still gives all of them).
+    N) bool: clips kept out of each question's selection, forced or not (a video of K clips
+    or fewer still gives all of them).
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)
