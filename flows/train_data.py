@@ -191,12 +191,17 @@ def stack_evidence(world: World, qa: QA, stack_ids: np.ndarray) -> np.ndarray:
     return np.isin(stack_ids, scenes) & (stack_ids >= 0)
 
 
-def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
-    """(N,) bool: clips overlapping any evidence range."""
+def overlapping(spans, ranges: np.ndarray) -> np.ndarray:
+    """(N,) bool: clips (``ranges`` (N, 2) seconds) overlapping any of the (t0, t1) spans."""
     mask = np.zeros(len(ranges), dtype=bool)
-    for t0, t1 in qa.evidence:
+    for t0, t1 in spans:
         mask |= (ranges[:, 0] < t1) & (ranges[:, 1] > t0)
     return mask
+
+
+def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:
+    """(N,) bool: clips overlapping any evidence range."""
+    return overlapping(qa.evidence, ranges)
 
 
 def earlier_only(qa: QA, ranges: np.ndarray) -> np.ndarray:
@@ -204,9 +209,7 @@ def earlier_only(qa: QA, ranges: np.ndarray) -> np.ndarray:
     the clips overlapping the earlier scene but not the named one; all False otherwise."""
     if qa.qtype != "history" or len(qa.evidence) != 2:
         return np.zeros(len(ranges), dtype=bool)
-    (e0, e1), (n0, n1) = qa.evidence
-    earlier = (ranges[:, 0] < e1) & (ranges[:, 1] > e0)
-    return earlier & ~((ranges[:, 0] < n1) & (ranges[:, 1] > n0))
+    return overlapping(qa.evidence[:1], ranges) & ~overlapping(qa.evidence[1:], ranges)
 
 
 def answer_words(qa: QA, positives: np.ndarray) -> list[str]:
