@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.sampling import VideoError, open_container, probe, sample_frames
+from decode.sampling import VideoError, open_container, probe, sample_frames
 from schemas.config import DecodeConfig
 from schemas.records import Clip, DecodedChunk, StageError, VideoProbe, VideoTask
 from storage.archive import ArchiveError, open_video

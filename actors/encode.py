@@ -12,7 +12,7 @@ import numpy as np
 import ray
 import torch
 
-from models.registry import load_model
+from checkpoints.registry import load_model
 from schemas.records import Clip, MemoryRecord
 
 

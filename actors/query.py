@@ -18,14 +18,14 @@ import pyarrow as pa
 import ray
 import torch
 
+from checkpoints.registry import load_model
 from models.answer import ANSWERER_DIR, MemoryAnswerer
-from models.registry import load_model
 from models.select import shared_topk
-from models.training import condition_parts, part_scores, part_texts, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
-from storage.lance import MemoryStore
+from storage.memories import MemoryStore
 from storage.sql import SqlError, compile_sql, compile_where, execute
+from training.losses import condition_parts, part_scores, part_texts, question_inputs
 
 CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
 SLOT_RANGE = re.compile(r"^(\d+)-(\d+)$")

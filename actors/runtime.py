@@ -8,8 +8,8 @@ from pathlib import Path
 
 import ray
 
+from checkpoints.registry import encoder_id, resolve_checkpoint
 from models.config import VMemModelConfig
-from models.registry import encoder_id, resolve_checkpoint
 from schemas.config import RayConfig, VMemConfig
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoOutcome
 from storage.catalog import Catalog
-from storage.lance import MemoryStore, writer_lock
+from storage.db import writer_lock
+from storage.memories import MemoryStore
 
 
 class MemoryWriter:

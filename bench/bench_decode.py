@@ -5,8 +5,8 @@ times, side by side in one run (median of --repeats):
 
   (a) naive: decode every frame, convert every frame to a full-size RGB ndarray, keep 1 fps
   (b) decode every frame, convert only the sampled ones (small RGB)
-  (c) actors.sampling.sample_frames, mode "exact"
-  (d) actors.sampling.sample_frames, modes "auto" and "keyframe"
+  (c) decode.sampling.sample_frames, mode "exact"
+  (d) decode.sampling.sample_frames, modes "auto" and "keyframe"
 
 Run: .venv/bin/python bench/bench_decode.py [--seconds 150] [--repeats 5] [--bframes N]
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import av
 
-from actors.sampling import SampleStats, sample_frames
-from flows.samples import write_synthetic_video
+from decode.sampling import SampleStats, sample_frames
+from world.samples import write_synthetic_video
 
 FRAME_SIZE = 64
 EPS = 1e-3

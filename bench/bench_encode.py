@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from actors.encode import EncodeStage
-from models.registry import resolve_checkpoint
+from checkpoints.registry import resolve_checkpoint
 from schemas.records import Clip
 
 

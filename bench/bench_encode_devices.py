@@ -18,7 +18,7 @@ import torch
 from bench_encode import make_clips, run_batched
 
 from actors.encode import EncodeStage
-from models.registry import resolve_checkpoint
+from checkpoints.registry import resolve_checkpoint
 
 
 def encode_all(stage: EncodeStage, videos) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:

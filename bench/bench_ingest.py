@@ -25,9 +25,9 @@ from actors.pipeline import IngestPipeline  # noqa: E402
 from actors.runtime import bind_model, ensure_ray  # noqa: E402
 from actors.writer import MemoryWriter  # noqa: E402
 from flows.ingest import ingest_flow  # noqa: E402
-from flows.samples import write_synthetic_video  # noqa: E402
 from schemas.config import ModelConfig, StorageConfig, VMemConfig  # noqa: E402
 from storage.archive import list_source  # noqa: E402
+from world.samples import write_synthetic_video  # noqa: E402
 
 
 def decode_alone(pipe: IngestPipeline, tasks) -> tuple[float, list]:

@@ -23,17 +23,11 @@ import time
 import numpy as np
 import torch
 
-from flows.train import (
-    TrainConfig,
-    batch_tensors,
-    build_models,
-    cache_questions,
-    cache_tokens,
-    training_heads,
-)
-from flows.train_data import build_examples, group_by_clips, sample_batch
-from flows.train_vision import freeze
-from models.training import training_losses
+from schemas.train_config import TrainConfig
+from training.data import build_examples, group_by_clips, sample_batch
+from training.loop import batch_tensors, build_models, cache_questions, cache_tokens, training_heads
+from training.losses import training_losses
+from training.vision import freeze
 
 
 class StepBench:

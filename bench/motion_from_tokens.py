@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flows.world import MOTIONS, make_world
-from flows.world_render import ingest_view
+from checkpoints.registry import load_model, resolve_checkpoint
 from models.motion import frame_pairs
-from models.registry import load_model, resolve_checkpoint
 from schemas.config import ModelConfig
+from world.render import ingest_view
+from world.scenes import MOTIONS, make_world
 
 
 def scene_pairs(seeds, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,8 +20,8 @@ from collections import Counter
 import torch
 from heldout_check import held_out_worlds, load_run
 
-from flows.train import evaluate
-from flows.world import COLOURS, SHAPES
+from training.heldout import evaluate
+from world.scenes import COLOURS, SHAPES
 
 NAME = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 

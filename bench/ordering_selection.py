@@ -1,6 +1,6 @@
 """Ordering questions: how often the K selected clips hold both named objects, and how
 often the answer is right, with the clips ranked by the whole question or shared between
-the two alternatives it offers (``models.training.selection_parts``), side by side.
+the two alternatives it offers (``training.losses.selection_parts``), side by side.
 
     .venv/bin/python bench/ordering_selection.py CHECKPOINT [--worlds 40] [--minutes 0]
 
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from heldout_check import held_out_worlds, load_run, names_a_motion
 
-from flows.train_data import clip_ranges
-from models.training import encode_video_clips, question_inputs, select_memories, selection_parts
+from training.data import clip_ranges
+from training.losses import encode_video_clips, question_inputs, select_memories, selection_parts
 
 
 def main() -> None:

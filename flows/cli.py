@@ -120,7 +120,7 @@ def ingest(
 def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False):
     """The catalog: every video, its status and error."""
     from storage.catalog import Catalog
-    from storage.lance import MemoryStore
+    from storage.memories import MemoryStore
 
     cfg = _config(config, db)
     rows = Catalog(MemoryStore(cfg.storage)).all().to_pylist()
@@ -259,7 +259,7 @@ def train(
         Path | None,
         typer.Option(
             help="also export the result as a trained-default bundle into this folder "
-            "(models/bundled is the committed default; see models/bundled.py)"
+            "(checkpoints/default is the committed default; see checkpoints/default.py)"
         ),
     ] = None,
 ):
@@ -269,7 +269,8 @@ def train(
     import yaml
     from pydantic import ValidationError
 
-    from flows.train import TrainConfig, train_flow
+    from flows.train import train_flow
+    from schemas.train_config import TrainConfig
 
     logging.getLogger("prefect.flow_runs").setLevel(logging.INFO)  # the run's progress lines
 
@@ -287,7 +288,7 @@ def train(
     checkpoint = train_flow(cfg)
     console.print(f"trained checkpoint: {checkpoint} (use it with --model {checkpoint})")
     if bundle is not None:
-        from models.bundled import export_bundle
+        from checkpoints.bundle import export_bundle
 
         try:
             console.print(f"bundle: {export_bundle(checkpoint, bundle)}")
@@ -317,7 +318,8 @@ def evaluate(
     import json
     import math
 
-    from flows.eval import EvalConfig, eval_flow
+    from flows.eval import eval_flow
+    from schemas.eval_config import EvalConfig
 
     try:
         cfg = EvalConfig(

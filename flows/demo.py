@@ -14,14 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.runtime import bind_model
-from flows.eval import expected_answer, has_answerer, select_for
+from evaluation.asking import has_answerer, select_for
+from evaluation.scoring import expected_answer
 from flows.ingest import ingest_flow
-from flows.samples import write_bad_inputs
 from flows.views import print_ingest_report
-from flows.world import make_world
-from flows.world_questions import QA, make_questions
-from flows.world_render import write_world_once
 from schemas.config import VMemConfig
+from world.questions import QA, make_questions
+from world.render import write_world_once
+from world.samples import write_bad_inputs
+from world.scenes import make_world
 
 DEMO_SEEDS = (7000, 7001)  # training uses 1000-2199 (held-out check 9000-9009), eval 5000+
 DEMO_MINUTES = 3.0

@@ -16,7 +16,7 @@ from schemas.config import VMemConfig
 from schemas.records import IngestReport, VideoOutcome, VideoTask
 from storage.archive import list_source
 from storage.catalog import Catalog
-from storage.lance import MemoryStore
+from storage.memories import MemoryStore
 
 
 @task(name="list-archive")

@@ -17,7 +17,7 @@ from transformers import AutoConfig, PreTrainedConfig
 # The default frame encoder is a tiny ResNet: trained from scratch on CPU, it tells the
 # world's shapes apart after a few hundred steps (held-out 0.98), while a tiny ViT of the same
 # cost stays near chance (0.25-0.37 after 1000-2000 steps, patch 8 or 16, width 64 or 128).
-# ViT, CLIP and SigLIP towers load by path (models.compose).
+# ViT, CLIP and SigLIP towers load by path (checkpoints.compose).
 DEFAULT_VISION: dict[str, Any] = {
     "model_type": "resnet",
     "image_size": 64,  # not a ResNet field: the frame size VMem resizes to
@@ -105,7 +105,7 @@ class VMemModelConfig(PreTrainedConfig):
     # one unit indicator per memory token (a clip's indicator is M*Q wide) and a clip scores
     # as its best-fitting token, so a question must fit one token (one scene) whole; False:
     # one indicator of the tokens' mean, which scores a clip on the attributes it holds
-    # across its scenes, whichever objects hold them (``models.training.clip_scores``)
+    # across its scenes, whichever objects hold them (``training.losses.clip_scores``)
     per_token_indicators: bool = False
     # each frame's change since the previous one, as a learned motion feature added to its
     # tokens in the streaming encoder (``models.motion``); False in checkpoints from before

@@ -7,7 +7,7 @@ it (probe F1 0.10): the change between two frames is a fifth of the tokens' scal
 answer loss does not ask for it often enough. This module hands it over explicitly: an MLP
 reads each frame's tokens beside their change since the previous frame of the clip (frame 0
 pairs with frame 1) and gives a motion embedding per frame, trained on motion labels
-(``flows.train_motion``) and then frozen; a trainable projection adds it to the frame's P
+(``training.motion``) and then frozen; a trainable projection adds it to the frame's P
 tokens. It works within one clip, so ingest needs no state beyond the carried memory.
 """
 

@@ -41,7 +41,7 @@ class DecodeConfig(_Frozen):
 class ModelConfig(_Frozen):
     path: str | None = Field(
         None,
-        description="VMem checkpoint dir; None: the trained default committed in models/bundled "
+        description="VMem checkpoint dir; None: the trained default (checkpoints/default) "
         "(or the tiny random-weight default with untrained), or one composed from the parts below",
     )
     untrained: bool = Field(

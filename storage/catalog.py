@@ -15,7 +15,8 @@ import pyarrow as pa
 from schemas.config import StorageConfig
 from schemas.records import VideoOutcome, VideoTask
 from schemas.tables import VIDEO_KEY, VIDEOS, VIDEOS_SCHEMA
-from storage.lance import MemoryStore, chunks, connect, in_list, open_table
+from storage.db import chunks, connect, in_list, open_table
+from storage.memories import MemoryStore
 
 PLAN_LOOKUP_MAX = 5_000  # above this many listed videos, plan reads the catalog in one scan
 

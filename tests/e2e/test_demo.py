@@ -8,8 +8,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from checkpoints.bundle import bundle_available
 from flows.cli import app
-from models.bundled import bundle_available
 
 pytestmark = [
     pytest.mark.e2e,

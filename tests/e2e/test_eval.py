@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from checkpoints.bundle import bundle_available
 from flows.cli import app
-from models.bundled import bundle_available
 
 pytestmark = pytest.mark.e2e
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from actors.runtime import bind_model
 from flows.cli import app
 from flows.ingest import ingest_flow
-from flows.samples import write_synthetic_video
 from storage.uri import join
-from tests.models.test_compose import minilm_dir, save_tiny_part
+from tests.checkpoints.test_compose import minilm_dir, save_tiny_part
+from world.samples import write_synthetic_video
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from flows.cli import app
 from flows.ingest import ingest_flow
 from schemas.records import Question
 from storage.catalog import Catalog
-from storage.lance import MemoryStore
+from storage.memories import MemoryStore
 
 from ..conftest import free_port
 

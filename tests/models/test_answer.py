@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from checkpoints.registry import build_default_model
 from models.answer import (
     EOS_ID,
     AnswererConfig,
@@ -13,9 +14,8 @@ from models.answer import (
     selection_gaps,
     slot_answer_words,
 )
-from models.aux_heads import ClipLabelHead, EvidencePlaceHead
-from models.registry import build_default_model
-from models.training import (
+from training.heads import ClipLabelHead, EvidencePlaceHead
+from training.losses import (
     alignment_loss,
     clip_scores,
     encode_video_clips,

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoTask
-from storage.lance import MemoryStore
+from storage.memories import MemoryStore
 
 Q, M, D = 8, 2, 4  # indicator dim, memory tokens, hidden size of the fake encoder
 ENCODER = "fake-enc@1"

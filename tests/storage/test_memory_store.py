@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from schemas.config import StorageConfig
-from storage.lance import LOCK_NAME, MemoryStore, StorageError, writer_lock
+from storage.db import LOCK_NAME, StorageError, writer_lock
+from storage.memories import MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -133,7 +134,8 @@ WRITER = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from schemas.config import StorageConfig
-from storage.lance import MemoryStore, writer_lock
+from storage.memories import MemoryStore
+from storage.db import writer_lock
 sys.path.insert(0, sys.argv[3])
 from conftest import ENCODER, Q, M, D, fake_records, fake_task
 cfg = StorageConfig(db=sys.argv[2])

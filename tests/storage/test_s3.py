@@ -12,7 +12,7 @@ from schemas.config import StorageConfig
 from schemas.records import VideoOutcome
 from storage.archive import ArchiveError, S3RangeReader, list_source, open_video
 from storage.catalog import Catalog
-from storage.lance import MemoryStore
+from storage.memories import MemoryStore
 from storage.uri import s3_client
 
 
