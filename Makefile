@@ -21,19 +21,19 @@ demo: $(STAMP)
 	$(VENV)/bin/vmem demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check schemas storage models actors flows tests bench
+	$(VENV)/bin/ruff check schemas storage decode models checkpoints world training evaluation actors flows tests bench
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not e2e"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check schemas storage models actors flows tests bench
-	$(VENV)/bin/ruff format --check schemas storage models actors flows tests bench
+	$(VENV)/bin/ruff check schemas storage decode models checkpoints world training evaluation actors flows tests bench
+	$(VENV)/bin/ruff format --check schemas storage decode models checkpoints world training evaluation actors flows tests bench
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format schemas storage models actors flows tests bench
-	$(VENV)/bin/ruff check --fix schemas storage models actors flows tests bench
+	$(VENV)/bin/ruff format schemas storage decode models checkpoints world training evaluation actors flows tests bench
+	$(VENV)/bin/ruff check --fix schemas storage decode models checkpoints world training evaluation actors flows tests bench
 
 bench: $(STAMP)
 	$(PY) bench/bench_decode.py
