@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CODE := schemas storage decode world models checkpoints training evaluation actors flows tests bench
 
 .PHONY: install demo test test-fast lint format bench clean
 
@@ -21,19 +22,22 @@ demo: $(STAMP)
 	$(VENV)/bin/vmem demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check schemas storage decode models checkpoints world training evaluation actors flows tests bench
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not e2e"
 
+# mypy checks the typed rooms (schemas, storage, models; see [tool.mypy] in pyproject.toml)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check schemas storage decode models checkpoints world training evaluation actors flows tests bench
-	$(VENV)/bin/ruff format --check schemas storage decode models checkpoints world training evaluation actors flows tests bench
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format schemas storage decode models checkpoints world training evaluation actors flows tests bench
-	$(VENV)/bin/ruff check --fix schemas storage decode models checkpoints world training evaluation actors flows tests bench
+	$(VENV)/bin/ruff format $(CODE)
+	$(VENV)/bin/ruff check --fix $(CODE)
 
 bench: $(STAMP)
 	$(PY) bench/bench_decode.py

@@ -80,8 +80,14 @@ def _check_subfolder(value: str, name: str) -> None:
         raise ValueError(f"{name} must be a subfolder of the checkpoint, got {value!r}")
 
 
-def build_sub_config(config_dict: dict[str, Any]) -> PreTrainedConfig:
-    """Rebuild an HF config object from its dict (inverse of ``to_dict``)."""
+DEFAULT_PIXEL_STATS = (0.5, 0.5, 0.5)  # per-channel mean and std when a config gives none
+
+
+def build_sub_config(config_dict: dict[str, Any] | PreTrainedConfig | None) -> PreTrainedConfig:
+    """Rebuild an HF config object from its dict (inverse of ``to_dict``); a config's
+    ``__post_init__`` has already turned each of its sub-configs into a dict."""
+    if not isinstance(config_dict, dict):
+        raise TypeError(f"expected a sub-config dict, got {type(config_dict).__name__}")
     return AutoConfig.for_model(**config_dict)
 
 
@@ -131,8 +137,8 @@ class VMemModelConfig(PreTrainedConfig):
         self.question_config = _as_config_dict(
             self.question_config, DEFAULT_QUESTION, "question_config"
         )
-        self.image_mean = list(self.image_mean) if self.image_mean else [0.5, 0.5, 0.5]
-        self.image_std = list(self.image_std) if self.image_std else [0.5, 0.5, 0.5]
+        self.image_mean = list(self.image_mean) if self.image_mean else list(DEFAULT_PIXEL_STATS)
+        self.image_std = list(self.image_std) if self.image_std else list(DEFAULT_PIXEL_STATS)
         if self.question_tokenizer is not None:
             _check_subfolder(self.question_tokenizer, "question_tokenizer")
         for name in ("frame_tokens", "clip_frames", "memory_tokens", "indicator_dim"):

@@ -64,10 +64,11 @@ class VisionBackbone(nn.Module):
         patch = getattr(config, "patch_size", None)  # transformers only
         patch = _side(patch) if patch else None
         # a transformer's patch grid (rows, columns); conv nets give theirs in the output
-        self.patch_grid = (
-            (self.image_size[0] // patch[0], self.image_size[1] // patch[1]) if patch else None
-        )
-        self.num_patches = self.patch_grid[0] * self.patch_grid[1] if patch else None
+        self.patch_grid: tuple[int, int] | None = None
+        self.num_patches: int | None = None
+        if patch:
+            self.patch_grid = (self.image_size[0] // patch[0], self.image_size[1] // patch[1])
+            self.num_patches = self.patch_grid[0] * self.patch_grid[1]
         self.frame_tokens = frame_tokens
         self.proj = nn.Linear(feature_width(config), hidden_size)
         # plain tuples, not buffers: nothing to lose when HF builds the model on the meta device
@@ -91,6 +92,8 @@ class VisionBackbone(nn.Module):
         pixels = self.preprocess(frames.to(self.proj.weight.device))
         hidden = self.model(pixel_values=pixels).last_hidden_state
         if hidden.ndim != 4:  # (N, 1? + L, C): drop CLS / register tokens, back to the grid
+            if self.patch_grid is None or self.num_patches is None:
+                raise ValueError("a backbone without a patch size must return a feature map")
             patches = hidden[:, -self.num_patches :].transpose(1, 2)  # (N, C, L)
             hidden = patches.reshape(*patches.shape[:2], *self.patch_grid)  # (N, C, h, w)
         pooled = F.adaptive_avg_pool2d(hidden, pooling_grid(self.frame_tokens))  # (N, C, r, c)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
-from models.config import VMemModelConfig
+from models.config import DEFAULT_PIXEL_STATS, VMemModelConfig
 from models.question import QuestionEncoder
 from models.select import VideoStageConditioner
 from models.streaming import StreamingMemoryEncoder
@@ -34,7 +34,11 @@ class VMemModel(PreTrainedModel):
         encoder_config = config.encoder()
         hidden = encoder_config.hidden_size  # D
         self.vision = VisionBackbone(
-            config.vision(), config.frame_tokens, hidden, config.image_mean, config.image_std
+            config.vision(),
+            config.frame_tokens,
+            hidden,
+            config.image_mean or DEFAULT_PIXEL_STATS,
+            config.image_std or DEFAULT_PIXEL_STATS,
         )
         self.streaming = StreamingMemoryEncoder(
             encoder_config,
@@ -57,8 +61,9 @@ class VMemModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Generic init, then VMem's own parameters (learned memory, zero residual)."""
         super()._init_weights(module)
-        if hasattr(module, "init_own_weights"):
-            module.init_own_weights()
+        init_own_weights = getattr(module, "init_own_weights", None)
+        if callable(init_own_weights):
+            init_own_weights()
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # HF skips parameter-less modules of custom-code models (our containers, such as the

@@ -145,23 +145,6 @@ class MemoryStore:
         query = self.table.search().select(list(columns)).limit(limit)
         return (query.where(where) if where else query).to_arrow()
 
-    def clips_of_video(
-        self, video_ids: Sequence[str], encoder: str, columns: Sequence[str]
-    ) -> pa.Table:
-        """All clips of some videos for one encoder, sorted by (video_id, clip_index)."""
-        fetch = list(dict.fromkeys([*columns, "video_id", "clip_index"]))
-        own = f"encoder = {sql_literal(encoder)}"
-        parts = [
-            self.scan(f"{own} AND {in_list('video_id', ids)}", fetch)
-            for ids in chunks(list(dict.fromkeys(video_ids)))
-        ]
-        if not parts:
-            return self.table.schema.empty_table().select(list(columns))
-        table = pa.concat_tables(parts).sort_by(
-            [("video_id", "ascending"), ("clip_index", "ascending")]
-        )
-        return table.select(list(columns))
-
     def fetch_memories(
         self, keys: Sequence[tuple[str, int]], encoder: str
     ) -> dict[tuple[str, int], np.ndarray]:

