@@ -39,10 +39,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format $(CODE)
 	$(VENV)/bin/ruff check --fix $(CODE)
 
+# the CPU benchmarks behind BENCHMARKS.md (bench/bench_encode_devices.py needs a GPU)
 bench: $(STAMP)
 	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_encode.py
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_train_step.py --rounds 3
 
 clean:
 	rm -rf vmem-data vmem-demo .pytest_cache

@@ -2,7 +2,7 @@
 memory probe: how much of each auxiliary label group a fresh head can read from the frozen
 memories (what the memory holds, whatever the answerer makes of it).
 
-    .venv/bin/python bench/heldout_check.py CHECKPOINT [--worlds 40] [--minutes 0] [--probe]
+    .venv/bin/python -m evaluation.heldout_check CHECKPOINT [--worlds 40] [--minutes 0] [--probe]
         [--oracle] [--reset] [--per-type N]
 
 ``--minutes 0`` uses the training durations (1-4 minutes) on seeds 9000+, otherwise worlds

@@ -30,8 +30,8 @@ def test_demo_answers_its_world_with_the_trained_default(
     assert summary["questions"] == 16 and set(summary["by_type"]) == {
         "counting", "history", "localisation", "ordering",
     }  # fmt: skip
-    # the committed default gets all 16 right on these worlds (EVAL.md); a regression check
-    # with slack for other CPUs' last bits, which can flip a near tie
+    # the committed default gets all 16 right on these worlds (docs/evaluation.md); a
+    # regression check with slack for other CPUs' last bits, which can flip a near tie
     assert summary["right"] >= 14, summary
     assert "2 done, 2 failed" in " ".join(result.output.split())  # the two broken files
     rerun = CliRunner().invoke(app, args)  # nothing new to ingest, the same answers

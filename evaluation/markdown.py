@@ -1,23 +1,26 @@
-"""Turn a `vmem eval --json` report into the Markdown tables of EVAL.md.
+"""Turn a `vmem eval --json` report into the Markdown tables of docs/evaluation.md.
 
     .venv/bin/vmem eval --seed 5000 --minutes 10 --videos 3 --grid 1,5,15,30,60 --json \
-        > bench/eval/report.json
-    .venv/bin/python bench/eval_markdown.py bench/eval/report.json
+        > docs/results/report-10min.json
+    .venv/bin/python -m evaluation.markdown docs/results/report-10min.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+from pathlib import Path
 
 TYPES = ("localisation", "history", "counting", "ordering")
 
 
 def fmt(value) -> str:
+    """Two decimals, or "-" for a figure the report does not have."""
     return "-" if value is None else f"{value:.2f}"
 
 
 def variant_rows(report: dict) -> list[str]:
+    """Recall, IoU and answer accuracy per type for the model and its two ablations."""
     rows = [
         "| variant | recall@K | grounding IoU | answer IoU | "
         + " | ".join(f"recall {t}" for t in TYPES)
@@ -73,6 +76,7 @@ def history_rows(report: dict) -> list[str]:
 
 
 def grid_rows(report: dict) -> list[str]:
+    """Needle recall per video length (rows) and depth (columns), with each row's mean."""
     grid = report.get("needle_grid") or []
     if not grid:
         return []
@@ -93,8 +97,8 @@ def grid_rows(report: dict) -> list[str]:
     return rows
 
 
-def main(path: str) -> None:
-    report = json.loads(open(path).read())
+def report_markdown(report: dict) -> str:
+    """The variants table, the history split and the needle grid of one eval report."""
     lines = variant_rows(report)
     lines += [
         "",
@@ -114,8 +118,15 @@ def main(path: str) -> None:
             "",
             *grid,
         ]
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path, help="a `vmem eval --json` report")
+    args = parser.parse_args()
+    print(report_markdown(json.loads(args.report.read_text())))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

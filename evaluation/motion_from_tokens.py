@@ -1,6 +1,6 @@
 """Can a frame's motion be read from the frozen frame tokens of two consecutive frames?
 
-    .venv/bin/python bench/motion_from_tokens.py [CHECKPOINT] [--train-worlds 60]
+    .venv/bin/python -m evaluation.motion_from_tokens [CHECKPOINT] [--train-worlds 60]
 
 Frames one second apart (as ingest samples them) inside one scene of 4-minute worlds:
 training worlds (seeds 1000+) fit a linear probe and a one-hidden-layer MLP on each pair's
