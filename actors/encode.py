@@ -4,12 +4,13 @@ One video is sequential (clip t needs memory(t-1)), so throughput comes from enc
 clip t of many videos in one forward pass, each row with its own carried memory. The stage
 keeps the carried memory of every video it is encoding; the driver sends each video's
 clips in order to the same actor (Ray runs one caller's calls to an actor in order).
+A step that raises fails its videos only: their clips in the steps queued behind it are
+skipped until the driver releases them, so the steps of other videos go on.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import ray
 import torch
 
 from checkpoints.registry import load_model
@@ -33,6 +34,7 @@ class EncodeStage:
         self.model = None
         self._memory: dict[str, torch.Tensor] = {}  # video_id -> (M, D) carried memory
         self._next_clip: dict[str, int] = {}  # video_id -> clip index expected next
+        self._failed: set[str] = set()  # videos of a step that raised, until released
 
     def setup(self) -> None:
         """Load the weights (inside the actor, not on the driver)."""
@@ -41,18 +43,24 @@ class EncodeStage:
                 torch.set_num_threads(self.threads)
             self.model = load_model(self.checkpoint, device=self.device)
 
-    def encode_step(self, clips: list[Clip], finished: list[str] = ()) -> list[MemoryRecord]:
-        """Encode one clip of each of several videos; then forget the ``finished`` videos."""
+    def encode_step(self, clips: list[Clip]) -> list[MemoryRecord]:
+        """Encode one clip of each of several videos (clips of failed videos are skipped)."""
         self.setup()
-        records = self._encode(clips) if clips else []
-        self.release(finished)
-        return records
+        clips = [clip for clip in clips if clip.video_id not in self._failed]
+        if not clips:
+            return []
+        try:
+            return self._encode(clips)
+        except Exception:
+            self._failed.update(clip.video_id for clip in clips)
+            raise
 
     def release(self, video_ids) -> None:
         """Drop the carried memory of videos that ended (or failed)."""
         for video_id in video_ids:
             self._memory.pop(video_id, None)
             self._next_clip.pop(video_id, None)
+            self._failed.discard(video_id)
 
     def _encode(self, clips: list[Clip]) -> list[MemoryRecord]:
         ids = [clip.video_id for clip in clips]
@@ -99,6 +107,8 @@ class EncodeStage:
 
 def make_encode_actor(use_gpu: bool):
     """The Ray actor class: one GPU when there is one, half a CPU otherwise."""
+    import ray  # here, so that the stage itself runs without Ray
+
     if use_gpu:
         return ray.remote(num_gpus=1, num_cpus=1)(EncodeStage)
     return ray.remote(num_cpus=0.5)(EncodeStage)

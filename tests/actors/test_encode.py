@@ -35,7 +35,7 @@ def _clips(video_id: str, n: int, seed: int) -> list[Clip]:
 
 def test_batched_across_videos_equals_one_video_at_a_time(stage):
     a, b = _clips("a", 3, 1), _clips("b", 3, 2)
-    alone = [stage.encode_step([clip], finished=[]) for clip in a]
+    alone = [stage.encode_step([clip]) for clip in a]
     stage.release(["a"])
     alone += [stage.encode_step([clip]) for clip in b]
     stage.release(["b"])
@@ -64,13 +64,27 @@ def test_memory_is_carried_from_clip_to_clip(stage):
 
 
 def test_out_of_order_clips_are_refused(stage):
-    clips = _clips("c", 3, 3)
+    clips, twice = _clips("c", 3, 3), _clips("d", 1, 4)
     stage.encode_step([clips[0]])
     with pytest.raises(ValueError, match="expected 1"):
         stage.encode_step([clips[2]])
     with pytest.raises(ValueError, match="one clip per video"):
-        stage.encode_step([clips[1], clips[1]])
-    stage.release(["c"])
+        stage.encode_step([twice[0], twice[0]])
+    stage.release(["c", "d"])
+
+
+def test_a_failed_step_fails_only_its_videos(stage):
+    a, b, c = _clips("a", 3, 1), _clips("b", 3, 2), _clips("c", 1, 3)
+    stage.encode_step([a[0], b[0]])
+    with pytest.raises(ValueError, match="expected 1"):
+        stage.encode_step([a[2], b[1]])  # a's clip out of order: the step fails a and b
+    # the step queued behind it (as the driver sends them) still encodes the other video
+    records = stage.encode_step([a[1], b[2], c[0]])
+    assert [(r.video_id, r.clip_index) for r in records] == [("c", 0)]
+    stage.release(["a", "b", "c"])
+    again = stage.encode_step([a[0]])  # released: "a" can be ingested afresh
+    assert [(r.video_id, r.clip_index) for r in again] == [("a", 0)]
+    stage.release(["a"])
 
 
 def test_propagation_off_resets_memory_at_every_clip(stage):

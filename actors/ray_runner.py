@@ -1,0 +1,99 @@
+"""The stage runner of production: decode and encode stages as Ray actors.
+
+Decode actors (half a CPU each) stream chunks through Ray generators with backpressure,
+so a decoder pauses ``BACKPRESSURE_CHUNKS`` chunks ahead of the driver; their
+``max_concurrency`` lets one actor serve its share of the encoder slots at once. Encode
+actors take one GPU each when the cluster has one, half a CPU otherwise; Ray runs one
+caller's calls to an actor in order, which keeps each video's clips in order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ray
+from ray.exceptions import RayError
+
+from actors.decode import BACKPRESSURE_CHUNKS, make_decode_actor
+from actors.encode import make_encode_actor
+from actors.runtime import gpus_available
+from actors.scheduler import StageCallFailed
+from schemas.config import VMemConfig
+from schemas.records import Clip, DecodedChunk, MemoryRecord, VideoTask
+
+
+class RayStageRunner:
+    """Starts the actors of one ingest run and drives them for the scheduler."""
+
+    def __init__(self, cfg: VMemConfig, checkpoint: str) -> None:
+        use_gpu = gpus_available() >= 1
+        n_enc, n_dec = cfg.encode.num_actors, cfg.encode.num_decoders
+        slots = cfg.encode.batch_videos * n_enc  # video streams open at once
+        decode_cls = make_decode_actor(num_cpus=0.5)
+        self.decoders = [
+            decode_cls.options(max_concurrency=math.ceil(slots / n_dec) + 1).remote(
+                cfg.decode, cfg.storage.storage_options
+            )
+            for _ in range(n_dec)
+        ]
+        encode_cls = make_encode_actor(use_gpu)
+        propagate = cfg.encode.propagate_memory
+        self.encoders = [
+            encode_cls.remote(checkpoint, propagate_memory=propagate) for _ in range(n_enc)
+        ]
+        ray.get([e.setup.remote() for e in self.encoders])  # weights load inside the actors
+
+    def close(self) -> None:
+        """Stop the actors now (their CPUs/GPUs go back to the cluster)."""
+        for actor in [*self.decoders, *self.encoders]:
+            ray.kill(actor)
+        self.decoders, self.encoders = [], []
+
+    @property
+    def num_decoders(self) -> int:
+        return len(self.decoders)
+
+    @property
+    def num_encoders(self) -> int:
+        return len(self.encoders)
+
+    def start_decode(self, decoder: int, task: VideoTask) -> ray.ObjectRefGenerator:
+        options = {"_generator_backpressure_num_objects": BACKPRESSURE_CHUNKS}
+        return self.decoders[decoder].stream.options(**options).remote(task)
+
+    def ready_streams(self, streams: list) -> list:
+        ready, _ = ray.wait(streams, num_returns=len(streams), timeout=0)
+        return ready
+
+    def next_chunk(self, stream: ray.ObjectRefGenerator) -> DecodedChunk | None:
+        try:
+            return ray.get(next(stream))
+        except StopIteration:
+            return None
+        except RayError as exc:
+            raise StageCallFailed(f"decode actor failed: {exc}") from exc
+
+    def cancel_decode(self, stream: ray.ObjectRefGenerator) -> None:
+        # dropping the handle alone would let the generator run to the end, unpaused
+        ray.cancel(stream)
+
+    def submit_encode(self, encoder: int, clips: list[Clip]) -> ray.ObjectRef:
+        return self.encoders[encoder].encode_step.remote(clips)
+
+    def finished_steps(self, steps: list) -> list:
+        ready, _ = ray.wait(steps, num_returns=len(steps), timeout=0)
+        return ready
+
+    def step_records(self, step: ray.ObjectRef) -> list[MemoryRecord]:
+        try:
+            return ray.get(step)
+        except RayError as exc:
+            raise StageCallFailed(str(exc)) from exc
+
+    def release(self, encoder: int, video_ids: list[str]) -> None:
+        self.encoders[encoder].release.remote(video_ids)
+
+    def wait_for_any(self, streams: list, steps: list, timeout_s: float) -> None:
+        waitables = [*streams, *steps]
+        if waitables:
+            ray.wait(waitables, num_returns=1, timeout=timeout_s)
