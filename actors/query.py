@@ -3,13 +3,13 @@
 1. Archive stage: a video-independent question embedding searches the ANN index of all
    clip indicators (with the SQL pre-filter) for candidate videos.
 2. Video stage (the paper's selection): per candidate video, the question conditioned on
-   that video's last memory re-scores its clips; the top K are kept in time order.
+   that video's last memory re-scores its clips; the top K are kept in time order
+   (``models.select.select_clips``, the held-out evaluation's selection too).
 Nothing is re-encoded: only the question goes through the model.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,40 +19,21 @@ import ray
 import torch
 
 from checkpoints.registry import load_model
-from models.answer import ANSWERER_DIR, MemoryAnswerer
-from models.select import shared_topk
+from models.answer import ANSWERER_DIR, MemoryAnswerer, readable_answer
+from models.select import (
+    archive_queries,
+    condition_parts,
+    part_texts,
+    question_inputs,
+    select_clips,
+)
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
-from storage.memories import MemoryStore
+from storage.db import in_list
+from storage.memories import MemoryStore, encoder_scope
 from storage.sql import SqlError, compile_sql, compile_where, execute
-from training.losses import condition_parts, part_scores, part_texts, question_inputs
 
 CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
-SLOT_RANGE = re.compile(r"^(\d+)-(\d+)$")
-
-
-def readable_answer(words: str, slot_times: list[tuple[float, float]]) -> str:
-    """The answerer's words as a user reads them.
-
-    Numbers are generated digit by digit ("1 2" -> "12"); a slot range ("2 - 3", what the
-    answerer says for "when ...?": the 2nd to 3rd of the selected clips, in time order)
-    becomes the seconds those clips cover ("48-96"). Anything else is left as it is.
-    """
-    tokens = words.split()
-    if not tokens or not all(t.isdigit() or t in "-." for t in tokens):
-        return words
-    joined = "".join(tokens)
-    found = SLOT_RANGE.match(joined)
-    if found is None:
-        return joined
-    first, last = int(found.group(1)), int(found.group(2))
-    if not 1 <= first <= last <= len(slot_times):
-        return joined
-    return f"{slot_times[first - 1][0]:g}-{slot_times[last - 1][1]:g}"
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class QueryStage:
@@ -93,7 +74,7 @@ class QueryStage:
         if not filters:
             return results
         vectors, parts = self._embed_questions([q.question for q in questions])
-        searched = self._searchable(vectors)
+        searched = archive_queries(vectors, self.model.config)  # (B, indicator width)
         for where, rows in self._group_by_filter(filters).items():
             try:  # archive stage: one batched ANN search per distinct pre-filter
                 hits = self.store.search(searched[rows], where, self.cfg.candidates, ["video_id"])
@@ -143,16 +124,17 @@ class QueryStage:
         return chosen
 
     def _video_stage(self, parts: np.ndarray, video_ids: list[str], where: str, k: int):
-        """Re-score every clip of each candidate video with the memory-conditioned question
-        (``parts`` (A, Q): its queries, ``_embed_questions``); the K shared among
-        them (``shared_topk``), each clip scored by its best-fitting part."""
-        ids = ", ".join(_quote(v) for v in video_ids)
-        table = self.store.scan(f"({where}) AND video_id IN ({ids})", CLIP_COLUMNS)
+        """Each candidate video's K clips (``models.select.select_clips``): its clips in range
+        re-scored by the question's queries (``parts`` (A, Q), ``_embed_questions``), each
+        conditioned on the video's last memory in range."""
+        table = self.store.scan(f"({where}) AND {in_list('video_id', video_ids)}", CLIP_COLUMNS)
         groups: dict[str, list[dict]] = {}
         for row in table.to_pylist():
             groups.setdefault(row["video_id"], []).append(row)
+        for rows in groups.values():
+            rows.sort(key=lambda r: r["clip_index"])  # time order, as select_clips reads them
         # the memory of the last clip in range condenses everything the question may ask about
-        last_keys = [(v, max(r["clip_index"] for r in rows)) for v, rows in groups.items()]
+        last_keys = [(v, rows[-1]["clip_index"]) for v, rows in groups.items()]
         last_memory = self.store.fetch_memories(last_keys, self.encoder)
         selected = []
         with torch.inference_mode():
@@ -162,11 +144,9 @@ class QueryStage:
             for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
                 rows = groups[video_id]
                 indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
-                scores = part_scores(q_video[None], torch.from_numpy(indicators[None]))  # (1,A,N)
-                top = [j for j in shared_topk(scores, k)[0].tolist() if j >= 0]
-                best = scores[0].amax(dim=0)  # (N,): each clip's best-fitting part
-                top.sort(key=lambda j: rows[j]["clip_index"])
-                selected.append([self._clip(rows[j], float(best[j])) for j in top])
+                index, fit = select_clips(q_video[None], torch.from_numpy(indicators[None]), k)
+                picks = zip(index[0].tolist(), fit[0].tolist(), strict=True)
+                selected.append([self._clip(rows[j], score) for j, score in picks if j >= 0])
         return selected
 
     @staticmethod
@@ -231,19 +211,16 @@ class QueryStage:
         self.setup()
         compiled = compile_sql(text)
         if compiled.table == "memories":
-            own = f"encoder = {_quote(self.encoder)}"
-            compiled = replace(
-                compiled, where=f"({compiled.where}) AND {own}" if compiled.where else own
-            )
+            compiled = replace(compiled, where=encoder_scope(self.encoder, compiled.where))
         vector = None
         if compiled.relevance:
-            vector = self._searchable(self._embed([compiled.relevance]))[0]
+            vector = archive_queries(self._embed([compiled.relevance]), self.model.config)[0]
         return execute(self.store, compiled, vector)
 
     # ---- helpers -------------------------------------------------------------------------
     def _filter(self, where: str | None) -> str:
-        own = f"encoder = {_quote(self.encoder)}"
-        return f"({compile_where(where)}) AND {own}" if where else own
+        """A question's WHERE (raises SqlError) within this encoder's rows."""
+        return encoder_scope(self.encoder, compile_where(where) if where else None)
 
     def _embed_questions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """One question-encoder pass over every distinct text: each question (B, Q), for
@@ -258,12 +235,6 @@ class QueryStage:
     def _embed(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             return self.model.encode_questions(texts).float().numpy()
-
-    def _searchable(self, vectors: np.ndarray) -> np.ndarray:
-        """(B, Q) questions -> (B, indicator width) ANN queries. Per-token indicators are M
-        unit vectors side by side: the question repeated M times finds a clip by the mean
-        fit of its tokens (the video stage then scores it by its best token)."""
-        return np.tile(vectors, (1, self.model.indicator_width // vectors.shape[1]))
 
 
 def make_query_pool(size: int, *args) -> ray.util.ActorPool:

@@ -13,6 +13,7 @@ from schemas.config import EncodeConfig, ModelConfig, QueryConfig, StorageConfig
 from schemas.eval_config import EvalConfig
 from schemas.records import QueryResult, Question, SelectedClip
 from storage.db import sql_literal
+from storage.memories import encoder_scope
 from world.questions import QA
 from world.scenes import Obj
 
@@ -63,7 +64,7 @@ def video_clips(stage: QueryStage, uri: str) -> list[SelectedClip]:
     """Every stored clip of the video at ``uri``, in time order (score 0)."""
     stage.setup()
     rows = stage.store.scan(
-        f"uri = {sql_literal(uri)} AND encoder = {sql_literal(stage.encoder)}",
+        encoder_scope(stage.encoder, f"uri = {sql_literal(uri)}"),
         ["video_id", "uri", "clip_index", "t_start", "t_end"],
     ).to_pylist()
     rows.sort(key=lambda r: r["clip_index"])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 from schemas.records import SelectedClip
-from world.questions import QA, earlier_scene_seconds_in_clip
+from world.questions import QA, earlier_scene_seconds_in_clip, overlapping
 
 Asked = tuple[QA, list[SelectedClip], str | None, dict[int, tuple[float, float]]]
 
 
 def overlaps(clip: SelectedClip, evidence: list[tuple[float, float]]) -> bool:
-    return any(clip.t_start < end and start < clip.t_end for start, end in evidence)
+    """Whether a selected clip's time range overlaps the evidence (``overlapping``)."""
+    return bool(overlapping(evidence, [(clip.t_start, clip.t_end)])[0])
 
 
 def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -26,7 +27,8 @@ def expected_answer(qa: QA, spans: dict[int, tuple[float, float]]) -> str:
     the clips it overlaps (the answerer localises at clip granularity)."""
     if qa.qtype != "localisation":
         return qa.answer
-    hit = [i for i, (t0, t1) in spans.items() if any(t0 < e1 and e0 < t1 for e0, e1 in qa.evidence)]
+    inside = overlapping(qa.evidence, list(spans.values()))  # (clips,) bool
+    hit = [i for i, found in zip(spans, inside, strict=True) if found]
     if not hit:
         return qa.answer
     return f"{spans[min(hit)][0]:g}-{spans[max(hit)][1]:g}"

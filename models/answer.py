@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 
 from models.config import _as_config_dict, build_sub_config
 from models.hf import base_model_from_config
-from models.offered import offered_alternatives
+from models.select import offered_alternatives
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2; the answer words follow
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -107,7 +107,7 @@ class AnswererConfig(PreTrainedConfig):
     @property
     def tokens(self) -> list[str]:
         """Every output token: specials, then the answer words."""
-        return [*SPECIALS, *self.vocab]
+        return [*SPECIALS, *(self.vocab or [])]  # vocab: a list after __post_init__
 
 
 def clip_time_code(clip_index: torch.Tensor, dim: int) -> torch.Tensor:
@@ -191,7 +191,7 @@ class MemoryAnswerer(PreTrainedModel):
     def decode_ids(self, ids: Sequence[int]) -> str:
         """Ids up to EOS -> the answer string (words joined by spaces), at most
         max_answer_tokens words (greedy decoding may run one step past them without EOS)."""
-        words = []
+        words: list[str] = []
         for i in ids:
             if i == EOS_ID or len(words) == self.config.max_answer_tokens:
                 break
@@ -350,6 +350,8 @@ class MemoryAnswerer(PreTrainedModel):
 
 
 ANSWERER_DIR = "answerer"  # the answerer's subfolder inside a trained VMem checkpoint
+# a slot answer once its digits are joined: "2-3", the 2nd to 3rd of the selected clips
+SLOT_RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
 def slot_answer_words(evidence: torch.Tensor, relevance: torch.Tensor) -> list[list[str]]:
@@ -363,6 +365,27 @@ def slot_answer_words(evidence: torch.Tensor, relevance: torch.Tensor) -> list[l
         ]
         out.append([*str(slots[0] + 1), "-", *str(slots[-1] + 1)])
     return out
+
+
+def readable_answer(words: str, slot_times: list[tuple[float, float]]) -> str:
+    """The answerer's words as a user reads them.
+
+    Numbers are generated digit by digit ("1 2" -> "12"); a slot range ("2 - 3", what the
+    answerer says for "when ...?": the 2nd to 3rd of the selected clips, in time order)
+    becomes the seconds those clips cover (``slot_times``, (t_start, t_end) of each slot:
+    "48-96"). Anything else is left as it is.
+    """
+    tokens = words.split()
+    if not tokens or not all(t.isdigit() or t in "-." for t in tokens):
+        return words
+    joined = "".join(tokens)
+    found = SLOT_RANGE.match(joined)
+    if found is None:
+        return joined
+    first, last = int(found.group(1)), int(found.group(2))
+    if not 1 <= first <= last <= len(slot_times):
+        return joined
+    return f"{slot_times[first - 1][0]:g}-{slot_times[last - 1][1]:g}"
 
 
 AutoConfig.register(AnswererConfig.model_type, AnswererConfig, exist_ok=True)

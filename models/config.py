@@ -111,7 +111,7 @@ class VMemModelConfig(PreTrainedConfig):
     # one unit indicator per memory token (a clip's indicator is M*Q wide) and a clip scores
     # as its best-fitting token, so a question must fit one token (one scene) whole; False:
     # one indicator of the tokens' mean, which scores a clip on the attributes it holds
-    # across its scenes, whichever objects hold them (``training.losses.clip_scores``)
+    # across its scenes, whichever objects hold them (``models.select.clip_scores``)
     per_token_indicators: bool = False
     # each frame's change since the previous one, as a learned motion feature added to its
     # tokens in the streaming encoder (``models.motion``); False in checkpoints from before

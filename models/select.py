@@ -1,17 +1,175 @@
-"""Adaptive memory selection (VideoStreaming, step 2) and the video-stage conditioner.
+"""Memory selection (VideoStreaming, step 2): the one home of "pick K clips for a question".
 
-The K clips that fit a question best are kept in temporal order, so the answering model reads
-their memories as a (shortened) story. TopK at inference, Gumbel-TopK while training.
+A question ranks the clips of a video by its selection queries (each alternative it offers,
+"the X or the Y?", else itself), conditioned on the video's last memory (the video-aware
+question); the K clips that fit best are kept in temporal order, so the answering model
+reads their memories as a (shortened) story. The query stage and the held-out evaluation
+both pick with :func:`select_clips` (TopK); training relaxes the same ranking with
+:func:`gumbel_topk`. The archive stage searches with :func:`archive_queries`.
 """
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as hf_init
 
+if TYPE_CHECKING:
+    from models.config import VMemModelConfig
+    from models.vmem import VMemModel
+
 _MASKED = -1e9  # finite "minus infinity": keeps softmax and its gradient NaN-free
+SELECTION_PARTS = 2  # the most selection queries a question has (two alternatives)
+# "... the X or the Y ..." (also a/an): the two alternatives a question offers
+OFFERED = re.compile(r"\b(?:the|an?) ([a-z0-9 ]+?) or (?:the|an?) ([a-z0-9 ]+)")
+
+
+# ---- the queries of a question ------------------------------------------------------------
+def offered_alternatives(question: str) -> list[str]:
+    """The two phrases a question offers ("the red square moving up or the blue star?" ->
+    ["red square moving up", "blue star"]), lower case; [] unless it offers two distinct ones.
+    The selection shares its K clips between them, and the answerer chooses between their
+    names (``MemoryAnswerer.offered_choices``)."""
+    found = OFFERED.search(question.lower())
+    if found is None:
+        return []
+    sides = [side.strip() for side in found.groups()]
+    return sides if all(sides) and sides[0] != sides[1] else []
+
+
+def selection_queries(question: str) -> list[str]:
+    """The texts that rank clips for a question: each offered alternative, else the question."""
+    return offered_alternatives(question) or [question]
+
+
+def part_texts(questions: list[str], n_parts: int = 0) -> list[list[str]]:
+    """Each question's :func:`selection_queries`, padded to ``n_parts`` (0: the most any
+    has) by repeating the first."""
+    texts = [selection_queries(q) for q in questions]
+    n_parts = max([n_parts, *(len(t) for t in texts)])
+    return [t + [t[0]] * (n_parts - len(t)) for t in texts]
+
+
+def question_inputs(
+    model: VMemModel, questions: list[str], pooled: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of the question encoder: unit embeddings (B, Q) and its pooled text (B, H).
+
+    The pooled text (before the projection into the indicator space) is what the answerer
+    reads: it keeps what the question asks, not only where to look. A frozen pretrained text
+    model gives the same pooled text every time, so training may pass it in (``pooled``).
+    """
+    encoder = model.question_encoder
+    if pooled is None:
+        pooled = encoder.embed(questions)  # (B, H)
+    unit = F.normalize(encoder.proj(pooled.to(encoder.proj.weight.dtype)), dim=-1)  # (B, Q)
+    return unit, pooled
+
+
+def encode_parts(
+    model: VMemModel, questions: list[str], pooled: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The queries that rank each question's clips, before conditioning: (B, A, Q) unit.
+
+    A question offering two alternatives ("the X or the Y?") ranks by each alternative's
+    phrase, any other by itself; a question with fewer than A parts repeats its first
+    (:func:`part_texts`), which :func:`shared_topk` makes plain TopK.
+    ``pooled`` (B, A, H): the frozen text model's cached pooled texts of those parts.
+    """
+    padded = part_texts(questions, 0 if pooled is None else pooled.shape[1])
+    flat_pooled = None if pooled is None else pooled.flatten(0, 1)
+    flat, _ = question_inputs(model, [t for row in padded for t in row], flat_pooled)
+    return flat.view(len(questions), len(padded[0]), -1)  # (B, A, Q)
+
+
+def condition_parts(
+    model: VMemModel, parts: torch.Tensor, last_memory: torch.Tensor
+) -> torch.Tensor:
+    """Each part conditioned on its video's last memory: (B, A, Q), (B, M, D) -> (B, A, Q)."""
+    batch, n_parts = parts.shape[:2]
+    memory = last_memory.repeat_interleave(n_parts, dim=0)  # (B*A, M, D)
+    return model.condition_questions(parts.flatten(0, 1), memory).view(batch, n_parts, -1)
+
+
+def selection_parts(
+    model: VMemModel, questions: list[str], last_memory: torch.Tensor
+) -> torch.Tensor:
+    """:func:`encode_parts` conditioned on each question's video (``last_memory`` (B, M, D),
+    the video stage): the (B, A, Q) queries :func:`select_clips` shares the K clips among."""
+    return condition_parts(model, encode_parts(model, questions), last_memory)
+
+
+def archive_queries(questions: np.ndarray, config: VMemModelConfig) -> np.ndarray:
+    """(B, Q) question embeddings -> (B, indicator width) ANN queries of the archive stage.
+
+    Per-token indicators are M unit vectors side by side: the question repeated M times
+    finds a clip by the mean fit of its tokens (the video stage then scores it by its best
+    token, :func:`clip_scores`)."""
+    return np.tile(questions, (1, config.indicator_width // questions.shape[-1]))
+
+
+# ---- scores and the K clips ---------------------------------------------------------------
+def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
+    """Cosine fit of each question to each clip of its video: (B, Q), (B, N, G*Q) -> (B, N),
+    the best of a clip's G unit indicators (G = M per-token indicators, or 1)."""
+    width = questions.shape[-1]
+    per_group = indicators.unflatten(-1, (indicators.shape[-1] // width, width))  # (B, N, G, Q)
+    return torch.einsum("bq,bngq->bng", questions, per_group).amax(dim=-1)
+
+
+def part_scores(parts: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
+    """:func:`clip_scores` of each part of each question: (B, A, Q), (B, N, G*Q) -> (B, A, N)."""
+    batch, n_parts = parts.shape[:2]
+    rows = indicators.repeat_interleave(n_parts, dim=0)  # (B*A, N, G*Q)
+    return clip_scores(parts.flatten(0, 1), rows).view(batch, n_parts, -1)
+
+
+def selection_scores(
+    parts: torch.Tensor,
+    indicators: torch.Tensor,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the K clips are chosen by: parts (B, A, Q) or questions (B, Q), indicators
+    (B, N, G*Q) -> cosine fits (B, A, N) and ranking scores ``cosine / temperature + bias``
+    (B, A, N) (``bias`` (B, N), e.g. forcing evidence clips in while training)."""
+    parts = parts if parts.ndim == 3 else parts.unsqueeze(1)  # (B, A, Q)
+    cosine = part_scores(parts, indicators)  # (B, A, N)
+    scores = cosine / temperature
+    if bias is not None:
+        scores = scores + bias.unsqueeze(1)
+    return cosine, scores
+
+
+def select_clips(
+    parts: torch.Tensor,
+    indicators: torch.Tensor,
+    k: int,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K clips of each video that fit its question best: THE selection at inference.
+
+    parts (B, A, Q) (:func:`selection_parts`) or questions (B, Q), indicators (B, N, G*Q)
+    of each video's clips in time order -> clip indices (B, K), ascending (time order) and
+    padded with -1 at the end when a video has fewer than K clips, and each chosen clip's
+    fit (B, K): its cosine to its best-fitting part (0 where padded). The A parts share the
+    K clips (:func:`shared_topk`), so a question offering two alternatives gets evidence of
+    both. ``temperature`` and ``bias`` shape the ranking as :func:`selection_scores`.
+    """
+    cosine, scores = selection_scores(parts, indicators, temperature, bias)
+    take = min(k, cosine.shape[-1])
+    index = shared_topk(scores, take)  # (B, take), every slot filled
+    fit = cosine.detach().amax(dim=1).gather(1, index)  # (B, take)
+    if take < k:  # pad to the constant budget
+        index = F.pad(index, (0, k - take), value=-1)
+        fit = F.pad(fit, (0, k - take))
+    return index, fit
 
 
 def topk_select(scores: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 IVF_MIN_ROWS = 10_000  # below this a flat (exact) search is fast enough and PQ trains badly
 
 
+def encoder_scope(encoder: str, where: str | None = None) -> str:
+    """The SQL predicate of one encoder's rows (the table holds every model's memories),
+    within ``where`` when given."""
+    own = f"encoder = {sql_literal(encoder)}"
+    return f"({where}) AND {own}" if where else own
+
+
 class MemoryStore:
     """The ``memories`` table of one database: one row per clip."""
 
@@ -96,7 +103,7 @@ class MemoryStore:
         per_video = " OR ".join(
             f"(video_id = {sql_literal(v)} AND clip_index >= {int(n)})" for v, n in n_clips.items()
         )
-        predicate = f"encoder = {sql_literal(encoder)} AND ({per_video})"
+        predicate = encoder_scope(encoder, per_video)
         stale = self.table.count_rows(predicate)
         if stale:
             self.table.delete(predicate)
@@ -159,7 +166,7 @@ class MemoryStore:
                 f"(video_id = {sql_literal(v)} AND {in_list('clip_index', sorted(by_video[v]))})"
                 for v in videos
             )
-            where = f"encoder = {sql_literal(encoder)} AND ({ors})"
+            where = encoder_scope(encoder, ors)
             cols = ["video_id", "clip_index", "memory", "memory_scale"]
             rows = self.scan(where, cols)
             out.update(_decode_memories(rows, m))

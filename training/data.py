@@ -24,7 +24,7 @@ import numpy as np
 
 from models.motion import pair_frame
 from schemas.train_config import STACK_DEPTH
-from world.questions import QA, make_questions, tokenize_answer
+from world.questions import QA, make_questions, overlapping, tokenize_answer
 from world.render import ingest_view
 from world.scenes import COLOURS, MOTIONS, SHAPES, World, make_world
 
@@ -189,14 +189,6 @@ def stack_evidence(world: World, qa: QA, stack_ids: np.ndarray) -> np.ndarray:
     question's evidence: where a memory trained on ``scene_stack`` keeps what it asks."""
     scenes = [world.scene_index_at(t0) for t0, _ in qa.evidence]
     return np.isin(stack_ids, scenes) & (stack_ids >= 0)
-
-
-def overlapping(spans, ranges: np.ndarray) -> np.ndarray:
-    """(N,) bool: clips (``ranges`` (N, 2) seconds) overlapping any of the (t0, t1) spans."""
-    mask = np.zeros(len(ranges), dtype=bool)
-    for t0, t1 in spans:
-        mask |= (ranges[:, 0] < t1) & (ranges[:, 1] > t0)
-    return mask
 
 
 def evidence_mask(qa: QA, ranges: np.ndarray) -> np.ndarray:

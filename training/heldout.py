@@ -8,27 +8,22 @@ import math
 import numpy as np
 import torch
 
-from actors.query import SLOT_RANGE
-from models.answer import MemoryAnswerer
+from models.answer import SLOT_RANGE, MemoryAnswerer
+from models.select import clip_scores, question_inputs, selection_parts
 from models.vmem import VMemModel
-from training.data import (
-    VideoExample,
-)
+from training.data import VideoExample
 from training.losses import (
-    clip_scores,
     encode_video_clips,
     forcing_bias,
-    question_inputs,
     recall_at_k,
     select_memories,
-    selection_parts,
     stream_clips,
 )
 
 
 def slots_to_clips(answer: str, index: list[int]) -> str | None:
     """A slot answer ("1 - 2") as the clip indices of those slots ("1 4 - 1 5")."""
-    found = SLOT_RANGE.match(answer.replace(" ", ""))  # the query stage's own parser
+    found = SLOT_RANGE.match(answer.replace(" ", ""))  # the parser of readable_answer
     if found is None:
         return None
     first, last = int(found.group(1)) - 1, int(found.group(2)) - 1
@@ -64,7 +59,7 @@ def evaluate(
     ``record``: when given, (type, question, answer, reference) of each question is added.
     ``reset_every_clip``: ablation (a), every clip encoded from the initial memory.
     ``split_offered``: a question offering two alternatives shares its K clips between them
-    (``training.losses.selection_parts``, as the query stage selects); False: ranked whole."""
+    (``models.select.selection_parts``, as the query stage selects); False: ranked whole."""
     model.eval(), answerer.eval()
     stats: dict[str, list[float]] = {"recall_raw": [], "recall_cond": [], "recall_random": []}
     rows: list[tuple[str, str, str, str]] = []  # (type, question, answer, reference)

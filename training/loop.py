@@ -15,7 +15,7 @@ import torch
 from checkpoints.compose import compose_model
 from checkpoints.registry import build_default_model
 from models.answer import ANSWERER_DIR, DEFAULT_ANSWER_LM, AnswererConfig, MemoryAnswerer
-from models.offered import SELECTION_PARTS
+from models.select import SELECTION_PARTS, part_texts
 from models.vmem import VMemModel
 from schemas.train_config import TrainConfig
 from training.data import (
@@ -27,10 +27,7 @@ from training.data import (
     sample_batch,
 )
 from training.heads import ClipLabelHead, EvidencePlaceHead, SceneStackHead
-from training.losses import (
-    part_texts,
-    training_losses,
-)
+from training.losses import training_losses
 from training.vision import frame_accuracy, frame_dataset, freeze, pretrain_vision
 from world.questions import answer_vocabulary
 

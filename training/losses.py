@@ -1,5 +1,6 @@
 """Training helpers (pure torch): streaming a whole video with carried memory, the
-question<->indicator alignment loss, and the K-clip selection the answerer reads.
+question<->indicator alignment loss, and the K-clip selection the answerer reads (at
+inference ``models.select.select_clips``; while training its Gumbel-TopK relaxation).
 
 Encoding a video for training chains its clips exactly as ingest does (clip t reads the
 memory of clip t-1), but keeps the graph, so the answer loss teaches clip t's encoder what
@@ -12,8 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from models.answer import slot_answer_words
-from models.offered import selection_queries
-from models.select import gumbel_topk, shared_topk
+from models.select import (
+    clip_scores,
+    condition_parts,
+    encode_parts,
+    gumbel_topk,
+    question_inputs,
+    select_clips,
+    selection_scores,
+)
 from training.heads import clip_label_loss, evidence_place_loss
 
 
@@ -123,56 +131,6 @@ def selection_bias(
     return bias
 
 
-def clip_scores(questions: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
-    """Cosine fit of each question to each clip of its video: (B, Q), (B, N, G*Q) -> (B, N),
-    the best of a clip's G unit indicators (G = M per-token indicators, or 1)."""
-    width = questions.shape[-1]
-    per_group = indicators.unflatten(-1, (indicators.shape[-1] // width, width))  # (B, N, G, Q)
-    return torch.einsum("bq,bngq->bng", questions, per_group).amax(dim=-1)
-
-
-def part_scores(parts: torch.Tensor, indicators: torch.Tensor) -> torch.Tensor:
-    """:func:`clip_scores` of each part of each question: (B, A, Q), (B, N, G*Q) -> (B, A, N)."""
-    batch, n_parts = parts.shape[:2]
-    rows = indicators.repeat_interleave(n_parts, dim=0)  # (B*A, N, G*Q)
-    return clip_scores(parts.flatten(0, 1), rows).view(batch, n_parts, -1)
-
-
-def part_texts(questions: list[str], n_parts: int = 0) -> list[list[str]]:
-    """Each question's selection queries (``models.offered.selection_queries``), padded to
-    ``n_parts`` (0: the most any has) by repeating the first."""
-    texts = [selection_queries(q) for q in questions]
-    n_parts = max([n_parts, *(len(t) for t in texts)])
-    return [t + [t[0]] * (n_parts - len(t)) for t in texts]
-
-
-def encode_parts(model, questions: list[str], pooled: torch.Tensor | None = None) -> torch.Tensor:
-    """The queries that rank each question's clips, before conditioning: (B, A, Q) unit.
-
-    A question offering two alternatives ("the X or the Y?") ranks by each alternative's
-    phrase, any other by itself; a question with fewer than A parts repeats its first
-    (:func:`part_texts`), which :func:`models.select.shared_topk` makes plain TopK.
-    ``pooled`` (B, A, H): the frozen text model's cached pooled texts of those parts.
-    """
-    padded = part_texts(questions, 0 if pooled is None else pooled.shape[1])
-    flat_pooled = None if pooled is None else pooled.flatten(0, 1)
-    flat, _ = question_inputs(model, [t for row in padded for t in row], flat_pooled)
-    return flat.view(len(questions), len(padded[0]), -1)  # (B, A, Q)
-
-
-def condition_parts(model, parts: torch.Tensor, last_memory: torch.Tensor) -> torch.Tensor:
-    """Each part conditioned on its video's last memory: (B, A, Q), (B, M, D) -> (B, A, Q)."""
-    batch, n_parts = parts.shape[:2]
-    memory = last_memory.repeat_interleave(n_parts, dim=0)  # (B*A, M, D)
-    return model.condition_questions(parts.flatten(0, 1), memory).view(batch, n_parts, -1)
-
-
-def selection_parts(model, questions: list[str], last_memory: torch.Tensor) -> torch.Tensor:
-    """:func:`encode_parts` conditioned on each question's video (``last_memory`` (B, M, D),
-    the video stage): the (B, A, Q) queries :func:`select_memories` shares the K clips among."""
-    return condition_parts(model, encode_parts(model, questions), last_memory)
-
-
 def select_memories(
     questions: torch.Tensor,
     indicators: torch.Tensor,
@@ -186,30 +144,25 @@ def select_memories(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The K clips that fit each question best, in time order, as K*M tokens.
 
-    questions (B, Q), indicators (B, N, G*Q), memories (B, N, M, D) ->
-    tokens (B, K*M, D), clip indices (B, K) and their cosine scores (B, K, detached) (-1,
-    zero tokens and score 0 for slots a video shorter than K clips cannot fill).
-    Training: Gumbel-TopK over scores/temperature with straight-through weights, so the
-    answer loss reaches the indicators; ``bias`` (B, N) is added to the scores first (e.g.
-    to force evidence clips in). Inference: plain TopK, or with questions (B, A, Q) (the
-    parts of :func:`selection_parts`) the K shared among the A parts' rankings
-    (``shared_topk``), each clip scored by its best-fitting part (training: the same, as
-    Gumbel-TopK).
+    questions (B, Q) or (B, A, Q) (the parts of ``models.select.selection_parts``),
+    indicators (B, N, G*Q), memories (B, N, M, D) -> tokens (B, K*M, D), clip indices (B, K)
+    and their cosine scores (B, K, detached) (-1, zero tokens and score 0 for slots a video
+    shorter than K clips cannot fill). Inference: ``models.select.select_clips``, the query
+    stage's selection. Training: the same ranking (``selection_scores``: scores/temperature
+    + ``bias`` (B, N), e.g. to force evidence clips in) as Gumbel-TopK with straight-through
+    weights, so the answer loss reaches the indicators.
     """
     batch, n_clips, m_tokens, dim = memories.shape
-    parts = questions if questions.ndim == 3 else questions.unsqueeze(1)  # (B, A, Q)
-    cosine = part_scores(parts, indicators)  # (B, A, N)
-    scores = cosine / temperature
-    if bias is not None:
-        scores = scores + bias.unsqueeze(1)
     flat = memories.flatten(2)  # (B, N, M*D)
+    if not training:
+        index, relevance = select_clips(questions, indicators, k, temperature, bias)  # (B, K)
+        pick = index.clamp_min(0).unsqueeze(-1).expand(-1, -1, flat.shape[-1])
+        chosen = flat.gather(1, pick).masked_fill(index.unsqueeze(-1) < 0, 0.0)  # (B, K, M*D)
+        return chosen.reshape(batch, k * m_tokens, dim), index, relevance
+    cosine, scores = selection_scores(questions, indicators, temperature, bias)  # (B, A, N)
     take = min(k, n_clips)
-    if training:
-        index, weights = gumbel_topk(scores, take, tau=tau, generator=generator)
-        chosen = weights.to(flat.dtype) @ flat  # (B, take, M*D), one-hot forward
-    else:
-        index = shared_topk(scores, take)  # (B, take)
-        chosen = flat.gather(1, index.unsqueeze(-1).expand(-1, -1, flat.shape[-1]))
+    index, weights = gumbel_topk(scores, take, tau=tau, generator=generator)
+    chosen = weights.to(flat.dtype) @ flat  # (B, take, M*D), one-hot forward
     relevance = cosine.detach().amax(dim=1).gather(1, index)  # (B, take)
     if take < k:  # pad to the constant budget
         chosen = F.pad(chosen, (0, 0, 0, k - take))
@@ -226,22 +179,6 @@ def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, k: int) -> float:
         return float("nan")
     top = scores[rows].topk(min(k, scores.shape[1]), dim=1).indices
     return positives[rows].gather(1, top).any(dim=1).float().mean().item()
-
-
-def question_inputs(
-    model, questions: list[str], pooled: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pass of the question encoder: unit embeddings (B, Q) and its pooled text (B, H).
-
-    The pooled text (before the projection into the indicator space) is what the answerer
-    reads: it keeps what the question asks, not only where to look. A frozen pretrained text
-    model gives the same pooled text every time, so training may pass it in (``pooled``).
-    """
-    encoder = model.question_encoder
-    if pooled is None:
-        pooled = encoder.embed(questions)  # (B, H)
-    unit = F.normalize(encoder.proj(pooled.to(encoder.proj.weight.dtype)), dim=-1)  # (B, Q)
-    return unit, pooled
 
 
 def training_losses(
@@ -285,10 +222,10 @@ def training_losses(
     the selected slots holding evidence (``slot_answer_words``), set after selection;
     ``align_each_clip`` (Bq,) bool: rows whose alignment pulls up every evidence clip
     (``alignment_loss``); ``shared_selection``: a question offering two alternatives shares
-    its K clips between them, as at inference (:func:`selection_parts`), ``part_pooled``
-    (Bq, A, H) the cached pooled texts of those parts (:func:`part_texts`); ``hidden`` (Bq,
-    N) bool: clips kept out of each question's selection, forced or not (a video of K clips
-    or fewer still gives all of them).
+    its K clips between them, as at inference (``models.select.selection_parts``),
+    ``part_pooled`` (Bq, A, H) the cached pooled texts of those parts
+    (``models.select.part_texts``); ``hidden`` (Bq, N) bool: clips kept out of each
+    question's selection, forced or not (a video of K clips or fewer still gives all of them).
     Returns ``answer`` (CE), ``align`` (InfoNCE of
     the archive-stage and the video-conditioned question) and ``loss`` = answer + align
     (+ ``aux_weight`` * ``aux``, the BCE of ``aux_head`` (memories -> (B, N, C) logits)

@@ -211,6 +211,16 @@ def make_questions(
     )
 
 
+def overlapping(spans: Iterable[tuple[float, float]], ranges) -> np.ndarray:
+    """(N,) bool: which time ranges (``ranges``: (N, 2) seconds, e.g. clips) overlap any of
+    the (t0, t1) ``spans`` (e.g. a question's evidence); touching ends do not overlap."""
+    ranges = np.asarray(ranges).reshape(-1, 2)
+    mask = np.zeros(len(ranges), dtype=bool)
+    for t0, t1 in spans:
+        mask |= (ranges[:, 0] < t1) & (ranges[:, 1] > t0)
+    return mask
+
+
 def earlier_scene_seconds_in_clip(qa: QA, clip_starts: Iterable[float]) -> float:
     """Seconds of a history question's earlier scene (its first evidence span) inside the
     clip where the named scene (its last span) starts, clips starting at ``clip_starts``.

@@ -1,4 +1,5 @@
-"""A trained checkpoint answers: smoke training, ingest with it, `vmem ask --answer`."""
+"""A trained checkpoint answers: smoke training, ingest with it, `vmem ask --answer`; and
+the held-out evaluation selects as `vmem ask` does."""
 
 from __future__ import annotations
 
@@ -119,8 +120,10 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
 
     from actors.query import CLIP_COLUMNS, QueryStage
     from actors.runtime import bind_model
+    from models.select import selection_parts
     from schemas.records import Question
-    from training.losses import select_memories, selection_parts
+    from storage.memories import encoder_scope
+    from training.losses import select_memories
 
     write_synthetic_video(tmp_path / "archive" / "long.mp4", 112.0, seed=8)  # 7 clips > K
     cfg = make_config(tmp_path / "db")
@@ -134,7 +137,7 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
     ]
     results = stage.select([Question(question=q) for q in questions])
     rows = sorted(
-        stage.store.scan(f"encoder = '{bound.encoder}'", CLIP_COLUMNS).to_pylist(),
+        stage.store.scan(encoder_scope(bound.encoder), CLIP_COLUMNS).to_pylist(),
         key=lambda r: r["clip_index"],
     )
     assert len(rows) == 7
@@ -153,3 +156,56 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
     for result, expected in zip(results, index.tolist(), strict=True):
         assert result.error is None
         assert [c.clip_index for c in result.clips] == expected
+
+
+def test_evaluation_and_vmem_ask_pick_the_same_clips(tmp_path, trained, ray_local, make_config):
+    """On one stored archive, the held-out evaluation (``evaluation.asking.select_for``: each
+    question asked of its own video) and ``vmem ask --where "uri = ..."`` pick the same clips,
+    with the same scores, for the same questions."""
+    from actors.runtime import bind_model
+    from evaluation.asking import select_for
+    from storage.db import sql_literal
+    from storage.memories import MemoryStore, encoder_scope
+    from world.questions import QA
+
+    for name, seconds, seed in (("a.mp4", 112.0, 8), ("b.mp4", 64.0, 9)):  # 7 and 4 clips
+        write_synthetic_video(tmp_path / "archive" / name, seconds, seed=seed)
+    cfg = make_config(tmp_path / "db")
+    cfg = cfg.model_copy(update={"model": ModelConfig(path=trained)})
+    assert ingest_flow(str(tmp_path / "archive"), cfg).done == 2
+    bound = bind_model(cfg)
+    stored = MemoryStore(cfg.storage).scan(encoder_scope(bound.encoder), ["uri"])
+    uris = sorted(set(stored.column("uri").to_pylist()))
+    assert len(uris) == 2
+    questions = [
+        "Which came first, the red circle moving left or the blue square?",
+        "When does a red circle move left?",
+        "How many times does a green triangle appear?",
+    ]
+    videos = [(uri, [QA(q, "", "localisation", [], 0.0) for q in questions]) for uri in uris]
+    asked = select_for(bound, videos)  # per video, per question
+    pairs = [(uri, qa) for uri, qas in videos for qa in qas]
+    assert len(asked) == len(pairs)
+    for (uri, qa), (same_qa, clips, _, _) in zip(pairs, asked, strict=True):
+        assert same_qa is qa and len(clips) == cfg.query.top_k  # both videos have >= K clips
+        assert {c.uri for c in clips} == {uri}
+        where = f"uri = {sql_literal(uri)}"
+        result = CliRunner().invoke(
+            app,
+            [
+                "ask",
+                qa.question,
+                "--db",
+                cfg.storage.db,
+                "--model",
+                trained,
+                "--where",
+                where,
+                "--json",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.output.splitlines() if line.strip()]
+        assert [(r["uri"], r["clip_index"]) for r in rows] == [(c.uri, c.clip_index) for c in clips]
+        scores = [c.score for c in clips]
+        assert [r["score"] for r in rows] == pytest.approx(scores, abs=1e-4)  # JSON: 4 decimals

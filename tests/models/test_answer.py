@@ -11,17 +11,17 @@ from models.answer import (
     AnswererConfig,
     MemoryAnswerer,
     clip_time_code,
+    readable_answer,
     selection_gaps,
     slot_answer_words,
 )
+from models.select import select_clips
 from training.heads import ClipLabelHead, EvidencePlaceHead
 from training.losses import (
     alignment_loss,
-    clip_scores,
     encode_video_clips,
     select_memories,
     selection_bias,
-    selection_parts,
     training_losses,
 )
 
@@ -208,7 +208,7 @@ def test_alignment_loss_prefers_positive_clips():
         questions, indicators, ~right
     )
     no_positive = torch.zeros(2, 2, dtype=torch.bool)  # rows without evidence are skipped
-    assert alignment_loss(questions, indicators, no_positive).item() == 0.0
+    assert alignment_loss(questions, indicators, no_positive).item() == pytest.approx(0.0)
 
 
 def test_alignment_loss_each_clip_pulls_every_evidence_clip():
@@ -252,6 +252,23 @@ def test_select_memories_budget_and_order():
     assert relevance[:, 1].eq(0).all()
 
 
+def test_select_memories_at_inference_reads_the_clips_select_clips_picks():
+    """The held-out evaluation's selection is the query stage's (``select_clips``)."""
+    gen = torch.Generator().manual_seed(2)
+    memories = torch.randn(3, 6, 2, 4, generator=gen)  # (B, N, M, D)
+    indicators = torch.nn.functional.normalize(torch.randn(3, 6, 5, generator=gen), dim=-1)
+    parts = torch.nn.functional.normalize(torch.randn(3, 2, 5, generator=gen), dim=-1)
+    for k in (3, 8):  # 8 > N: padded
+        tokens, index, relevance = select_memories(parts, indicators, memories, k, False)
+        picked, fit = select_clips(parts, indicators, k, temperature=0.1)
+        assert torch.equal(index, picked) and torch.equal(relevance, fit)
+        slots = tokens.view(3, k, 2, 4)
+        for b in range(3):
+            for slot, clip in enumerate(index[b].tolist()):
+                want = memories[b, clip] if clip >= 0 else torch.zeros(2, 4)
+                assert torch.equal(slots[b, slot], want)
+
+
 def test_selection_bias_forces_the_oracle_s_evidence_in_and_keeps_hidden_clips_out():
     gen = torch.Generator().manual_seed(1)
     memories = torch.randn(2, 6, 3, 4, generator=gen)  # (B, N, M, D)
@@ -271,20 +288,6 @@ def test_selection_bias_forces_the_oracle_s_evidence_in_and_keeps_hidden_clips_o
         assert 4 in index[1]  # forced; row 1 hides nothing
     no_oracle = selection_bias(positives, None, hidden)
     assert no_oracle[1].eq(0).all() and no_oracle[0, 3] < -100 and no_oracle[0, 1] == 0
-
-
-def test_clip_scores_take_each_clip_s_best_fitting_token():
-    """A clip holding a token that fits the question whole outscores one whose tokens each
-    fit half of it, though the second clip's mean fits better: what per-token scoring is for."""
-    q = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0, 0.0, 0.0]]), dim=-1)
-    whole = torch.tensor([[0.7071, 0.7071, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
-    halves = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0]])
-    indicators = torch.stack([whole, halves]).flatten(1).unsqueeze(0)  # (B=1, N=2, G*Q=12)
-    scores = clip_scores(q, indicators)
-    assert scores.shape == (1, 2) and scores[0, 0] > 0.99 > 0.71 > scores[0, 1]
-    assert (q @ whole.mean(0)) < (q @ halves.mean(0))  # the mean ranks them the other way
-    single = torch.nn.functional.normalize(torch.randn(1, 5, 4), dim=-1)  # G = 1: cosine
-    torch.testing.assert_close(clip_scores(q, single), torch.einsum("bq,bnq->bn", q, single))
 
 
 def test_gumbel_selection_passes_gradient_to_indicators():
@@ -400,14 +403,11 @@ def test_select_memories_shares_k_among_question_parts():
     assert trained.tolist() == [[0, 3]]
 
 
-def test_selection_parts_rank_by_each_offered_alternative():
-    model = build_default_model(seed=0).eval()
-    questions = ["Which came first, the red circle or the blue square?", "How many red circles?"]
-    last = torch.randn(2, model.memory_tokens, model.hidden_size)
-    with torch.no_grad():
-        parts = selection_parts(model, questions, last)
-        alone = selection_parts(model, ["red circle", "blue square", questions[1]], last[[0, 0, 1]])
-    assert parts.shape == (2, 2, model.indicator_dim)
-    torch.testing.assert_close(parts[0], alone[:2, 0])  # each alternative's own query
-    torch.testing.assert_close(parts[1, 0], alone[2, 0])
-    torch.testing.assert_close(parts[1, 1], parts[1, 0])  # one part, repeated
+def test_readable_answer_joins_digits_and_maps_slot_ranges_to_seconds():
+    slots = [(0.0, 16.0), (32.0, 48.0), (48.0, 64.0)]  # the selected clips, in time order
+    assert readable_answer("1 2", slots) == "12"
+    assert readable_answer("blue triangle", slots) == "blue triangle"
+    assert readable_answer("2 - 3", slots) == "32-64"
+    assert readable_answer("1 - 1", slots) == "0-16"
+    assert readable_answer("2 - 9", slots) == "2-9"  # a slot the selection does not have
+    assert readable_answer("", slots) == ""

@@ -53,7 +53,7 @@ def test_preprocess_normalises_to_minus_one_one():
     backbone = VisionBackbone(ViTConfig(**TINY), frame_tokens=2, hidden_size=16)
     frames = torch.tensor([0, 255], dtype=torch.uint8).repeat_interleave(32 * 16 * 3)
     pixels = backbone.preprocess(frames.view(1, 32, 32, 3))
-    assert pixels.min().item() == -1.0 and pixels.max().item() == 1.0
+    assert pixels.min().item() == pytest.approx(-1.0) and pixels.max().item() == pytest.approx(1.0)
 
 
 def test_bad_frame_layout_is_rejected():

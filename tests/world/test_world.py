@@ -15,6 +15,7 @@ from world.questions import (
     answer_vocabulary,
     make_questions,
     needle_question,
+    overlapping,
     tokenize_answer,
 )
 from world.render import (
@@ -221,6 +222,16 @@ def test_answers_use_the_answer_vocabulary(worlds):
         for qa in make_questions(world, 0, per_type=8):
             tokens = tokenize_answer(qa.answer)
             assert tokens and set(tokens) <= vocab and "".join(tokens) == qa.answer.replace(" ", "")
+
+
+def test_overlapping_marks_the_ranges_that_share_time_with_any_span():
+    clips = np.array([[0.0, 16.0], [16.0, 32.0], [32.0, 48.0], [48.0, 64.0]])
+    spans = [(30.0, 40.0), (60.0, 70.0)]
+    assert overlapping(spans, clips).tolist() == [False, True, True, True]
+    assert overlapping([(16.0, 32.0)], clips).tolist() == [False, True, False, False]  # ends touch
+    assert overlapping([], clips).tolist() == [False] * 4
+    assert overlapping(spans, [(35.0, 36.0)]).tolist() == [True]  # one range, as a list
+    assert overlapping(spans, []).shape == (0,)
 
 
 # --- frames ---------------------------------------------------------------------------
