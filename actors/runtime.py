@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,14 +10,14 @@ import ray
 from checkpoints.registry import encoder_id, resolve_checkpoint
 from models.config import VMemModelConfig
 from schemas.config import RayConfig, VMemConfig
+from schemas.settings import quiet_third_party
 
 
 def ensure_ray(cfg: RayConfig) -> None:
     """Initialise Ray once per process (no-op when already connected)."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_third_party(["ray"])  # a local Ray without an auth token; no usage reports
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=False)
         return

@@ -9,15 +9,14 @@ Run: .venv/bin/python bench/bench_ingest.py [--videos 8 --seconds 300 --size 640
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+from schemas.settings import quiet_third_party
+
+quiet_third_party()  # this script is an entry point: before Prefect and Ray are imported
 
 import ray  # noqa: E402
 

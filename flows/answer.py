@@ -12,7 +12,7 @@ from prefect import flow, task
 from pydantic import ValidationError
 
 from actors.query import make_query_pool
-from actors.runtime import bind_model, ensure_ray
+from actors.runtime import BoundModel, bind_model, ensure_ray
 from schemas.config import VMemConfig
 from schemas.records import AnswerReport, QueryResult, Question, StageError
 
@@ -64,12 +64,12 @@ def read_questions(path: str) -> list[Question | QueryResult]:
 
 
 @task(name="select-memories")
-def select_all(questions: list[Question], cfg: VMemConfig, answers: bool) -> list[QueryResult]:
+def select_all(questions: list[Question], bound: BoundModel, answers: bool) -> list[QueryResult]:
     """Run the questions through the query actor pool, in chunks."""
     if not questions:
         return []
+    cfg = bound.config
     ensure_ray(cfg.ray)
-    bound = bind_model(cfg)
     pool = make_query_pool(
         cfg.query.num_actors, bound.checkpoint, bound.encoder, cfg.storage, cfg.query
     )
@@ -102,13 +102,21 @@ def result_rows(results: list[QueryResult]) -> pa.Table:
 
 @flow(name="vmem-answer", log_prints=True)
 def answer_flow(
-    questions_path: str, output: str, config: VMemConfig, answers: bool = False
+    questions_path: str,
+    output: str,
+    config: VMemConfig,
+    answers: bool = False,
+    bound: BoundModel | None = None,
 ) -> AnswerReport:
-    """Read the batch -> select memories on the query pool -> write Parquet."""
+    """Read the batch -> select memories on the query pool -> write Parquet.
+
+    ``bound``: the model already bound to ``config`` (by the CLI); None binds it here."""
     started = time.perf_counter()
     items = read_questions(questions_path)
     questions = [q for q in items if isinstance(q, Question)]
-    selected = iter(select_all(questions, config, answers))
+    if bound is None:
+        bound = bind_model(config)
+    selected = iter(select_all(questions, bound, answers))
     results = [next(selected) if isinstance(q, Question) else q for q in items]
     table = result_rows(results)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

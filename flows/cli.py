@@ -2,82 +2,57 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+import typer
+from pydantic import ValidationError
+from rich.console import Console
 
-import warnings  # noqa: E402
+from flows import views
+from flows.options import PIPELINE_OPTIONS, RunOptions, shared_options
+from schemas.config import ConfigError, VMemConfig, describe, section_fields
+from schemas.eval_config import EvalConfig
+from schemas.settings import quiet_third_party
+from schemas.train_config import TrainConfig
 
-# Prefect starts its ephemeral API with subprocess (fork+exec, nothing shared runs there)
-warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-
-from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
-
-import typer  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-from rich.console import Console  # noqa: E402
-
-from flows import views  # noqa: E402
-from schemas.config import ConfigError, VMemConfig, load_config  # noqa: E402
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="LanceDB URI (folder or s3://); default $VMEM_DB or ./vmem-data"),
-]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML/JSON config file")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="VMem checkpoint directory")]
-# pretrained parts composed into a VMem model (instead of --model); see README "Real checkpoints"
-VisionOpt = Annotated[
-    str | None, typer.Option("--vision-model", help="HF vision model dir (ViT, CLIP, SigLIP)")
-]
-EncoderLmOpt = Annotated[
-    str | None, typer.Option("--encoder-lm", help="HF causal LM dir: the memory encoder")
-]
-LayersOpt = Annotated[
-    int | None,
-    typer.Option("--encoder-lm-layers", min=1, help="keep the LM's first N layers (paper: 16)"),
-]
-QuestionModelOpt = Annotated[
-    str | None,
-    typer.Option("--question-model", help="HF sentence encoder dir (e.g. all-MiniLM-L6-v2)"),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
+_DEFAULT_OUT = TrainConfig.model_fields["out_dir"].default
 
 
-def _config(
-    config: Path | None,
-    db: str | None,
-    model: str | None = None,
-    vision_model: str | None = None,
-    encoder_lm: str | None = None,
-    encoder_lm_layers: int | None = None,
-    question_model: str | None = None,
-) -> VMemConfig:
-    """The config file (or the defaults) with the command line's overrides."""
-    overrides = {
-        "path": model,
-        "vision_model": vision_model,
-        "encoder_lm": encoder_lm,
-        "encoder_lm_layers": encoder_lm_layers,
-        "question_model": question_model,
-    }
+def _eval(field: str) -> str:
+    """The default of an EvalConfig field, as ``--help`` shows it."""
+    return str(EvalConfig.model_fields[field].default)
+
+
+def _given(flags: dict) -> dict:
+    """The flags the user gave (None: not given, the config file or the default decides)."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+@app.callback(help=__doc__)
+def entry() -> None:
+    """Runs before every command, before Prefect or Ray is imported (the commands import
+    them lazily): quieter defaults for the third-party libraries (schemas.settings)."""
+    quiet_third_party()
+
+
+def _config(opts: RunOptions) -> VMemConfig:
+    """The config file (or the defaults) with the command line's overrides, or a clear error."""
     try:
-        return load_config(config).with_overrides(storage={"db": db}, model=overrides)
+        return opts.pipeline_config()
     except ConfigError as exc:
         _fail(str(exc))
-    except ValidationError as exc:
-        _fail("; ".join(error["msg"] for error in exc.errors()))
 
 
 def _bind(cfg: VMemConfig):
-    """The run's model (composed and cached on first use), or a clear error."""
+    """The run's model (composed and cached on first use), bound once here so that a bad
+    model or part is one clear error; the flows take it as their ``bound`` parameter."""
     from actors.runtime import bind_model
 
     try:
@@ -87,56 +62,47 @@ def _bind(cfg: VMemConfig):
 
 
 def _fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 
 @app.command()
+@shared_options(*PIPELINE_OPTIONS)
 def ingest(
     source: Annotated[str, typer.Argument(help="folder (recursive) or s3://bucket/prefix")],
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    vision_model: VisionOpt = None,
-    encoder_lm: EncoderLmOpt = None,
-    encoder_lm_layers: LayersOpt = None,
-    question_model: QuestionModelOpt = None,
+    opts: RunOptions,
     retry_failed: Annotated[bool, typer.Option(help="retry videos that failed before")] = False,
 ):
     """Decode and encode every new or changed video of SOURCE into memories."""
     from flows.ingest import ingest_flow
     from storage.archive import ArchiveError
 
-    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
-    _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
+    cfg = _config(opts)
+    bound = _bind(cfg)
     try:
-        report = ingest_flow(source, cfg, retry_failed)
+        report = ingest_flow(source, cfg, retry_failed, bound=bound)
     except ArchiveError as exc:
         _fail(str(exc))
     views.print_ingest_report(console, report)
 
 
 @app.command()
-def status(db: DbOpt = None, config: ConfigOpt = None, json_out: JsonOpt = False):
+@shared_options("db", "config")
+def status(opts: RunOptions, json_out: JsonOpt = False):
     """The catalog: every video, its status and error."""
     from storage.catalog import Catalog
     from storage.memories import MemoryStore
 
-    cfg = _config(config, db)
+    cfg = _config(opts)
     rows = Catalog(MemoryStore(cfg.storage)).all().to_pylist()
     views.print_status(console, rows, json_out)
 
 
 @app.command()
+@shared_options(*PIPELINE_OPTIONS)
 def ask(
     question: str,
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    vision_model: VisionOpt = None,
-    encoder_lm: EncoderLmOpt = None,
-    encoder_lm_layers: LayersOpt = None,
-    question_model: QuestionModelOpt = None,
+    opts: RunOptions,
     where: Annotated[str | None, typer.Option(help="SQL predicate pre-filter")] = None,
     k: Annotated[int | None, typer.Option("-k", help="clips selected per video")] = None,
     answer: Annotated[
@@ -148,7 +114,7 @@ def ask(
     from actors.query import QueryStage
     from schemas.records import Question
 
-    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    cfg = _config(opts)
     bound = _bind(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     result = stage.select([Question(question=question, where=where, k=k)])[0]
@@ -163,16 +129,11 @@ def ask(
 
 
 @app.command()
+@shared_options(*PIPELINE_OPTIONS)
 def answer(
     questions: Annotated[Path, typer.Argument(help='JSONL: one {"question": ...} per line')],
     output: Annotated[Path, typer.Option("-o", "--output", help="results .parquet")],
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    vision_model: VisionOpt = None,
-    encoder_lm: EncoderLmOpt = None,
-    encoder_lm_layers: LayersOpt = None,
-    question_model: QuestionModelOpt = None,
+    opts: RunOptions,
     generate: Annotated[
         bool, typer.Option("--generate", help="add generated answers (needs a trained model)")
     ] = False,
@@ -181,12 +142,12 @@ def answer(
     from flows.answer import QuestionFileError, answer_flow
     from models.answer import ANSWERER_DIR
 
-    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
-    bound = _bind(cfg)  # compose (or build) the model once here, so a bad part fails clearly
+    cfg = _config(opts)
+    bound = _bind(cfg)
     if generate and not (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file():
         _fail(f"the model {bound.checkpoint} has no answerer: train one with `vmem train`")
     try:
-        report = answer_flow(str(questions), str(output), cfg, generate)
+        report = answer_flow(str(questions), str(output), cfg, generate, bound=bound)
     except QuestionFileError as exc:
         _fail(str(exc))
     console.print(
@@ -196,22 +157,17 @@ def answer(
 
 
 @app.command()
+@shared_options(*PIPELINE_OPTIONS)
 def sql(
     statement: Annotated[str, typer.Argument(help="SELECT ... FROM memories|videos ...")],
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    vision_model: VisionOpt = None,
-    encoder_lm: EncoderLmOpt = None,
-    encoder_lm_layers: LayersOpt = None,
-    question_model: QuestionModelOpt = None,
+    opts: RunOptions,
     json_out: JsonOpt = False,
 ):
     """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
     from actors.query import QueryStage
     from storage.sql import SqlError
 
-    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    cfg = _config(opts)
     bound = _bind(cfg)
     try:
         table = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query).sql(statement)
@@ -221,14 +177,9 @@ def sql(
 
 
 @app.command()
+@shared_options(*PIPELINE_OPTIONS)
 def serve(
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
-    vision_model: VisionOpt = None,
-    encoder_lm: EncoderLmOpt = None,
-    encoder_lm_layers: LayersOpt = None,
-    question_model: QuestionModelOpt = None,
+    opts: RunOptions,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
 ):
@@ -238,20 +189,21 @@ def serve(
     from actors.api import create_app
     from actors.query import QueryStage
 
-    cfg = _config(config, db, model, vision_model, encoder_lm, encoder_lm_layers, question_model)
+    cfg = _config(opts)
     bound = _bind(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     uvicorn.run(create_app(stage), host=host, port=port, log_level="warning")
 
 
 @app.command()
+@shared_options("config")
 def train(
-    output: Annotated[Path, typer.Option("-o", "--output", help="checkpoint directory")] = Path(
-        "vmem-trained"
-    ),
-    config: Annotated[
-        Path | None, typer.Option("--config", help="YAML/JSON training config (TrainConfig)")
+    *,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="checkpoint directory", show_default=_DEFAULT_OUT),
     ] = None,
+    opts: RunOptions,
     base: Annotated[str | None, typer.Option(help="VMem checkpoint to fine-tune")] = None,
     steps: Annotated[int | None, typer.Option(help="training steps")] = None,
     smoke: Annotated[bool, typer.Option(help="the tiny smoke config (under a minute)")] = False,
@@ -259,32 +211,32 @@ def train(
         Path | None,
         typer.Option(
             help="also export the result as a trained-default bundle into this folder "
-            "(checkpoints/default is the committed default; see checkpoints/default.py)"
+            "(checkpoints/default is the committed default; see checkpoints/bundle.py)"
         ),
     ] = None,
 ):
-    """Train the memory model on the procedural video world; writes an HF checkpoint."""
+    """Train the memory model on the procedural video world; writes an HF checkpoint.
+
+    Reads the config file's train: section (or a flat train_config.json a run saved);
+    the flags override it."""
     import logging
 
-    import yaml
-    from pydantic import ValidationError
-
     from flows.train import train_flow
-    from schemas.train_config import TrainConfig
 
     logging.getLogger("prefect.flow_runs").setLevel(logging.INFO)  # the run's progress lines
 
-    overrides = {"out_dir": str(output), "base": base, "steps": steps}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    flags = {"out_dir": output and str(output), "base": base, "steps": steps}
     try:
-        raw = yaml.safe_load(config.read_text()) if config else {}
+        fields = {**section_fields(opts.config_file(), "train"), **_given(flags)}
         cfg = (
-            TrainConfig.smoke(**{**raw, **overrides})
+            TrainConfig.smoke(**{"out_dir": _DEFAULT_OUT, **fields})
             if smoke
-            else TrainConfig.model_validate({**(raw or {}), **overrides})
+            else TrainConfig(**fields)
         )
-    except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-        _fail(f"invalid training config: {exc}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail(f"invalid training config: {describe(exc)}")
     checkpoint = train_flow(cfg)
     console.print(f"trained checkpoint: {checkpoint} (use it with --model {checkpoint})")
     if bundle is not None:
@@ -297,42 +249,63 @@ def train(
 
 
 @app.command(name="eval")
+@shared_options("config", "model")
 def evaluate(
-    seed: Annotated[int, typer.Option(help="first held-out world seed")] = 5000,
-    minutes: Annotated[float, typer.Option(help="length of each world video")] = 10.0,
-    videos: Annotated[int, typer.Option(help="held-out world videos")] = 3,
-    model: ModelOpt = None,
+    *,
+    seed: Annotated[
+        int | None, typer.Option(help="first held-out world seed", show_default=_eval("seed"))
+    ] = None,
+    minutes: Annotated[
+        float | None,
+        typer.Option(help="length of each world video", show_default=_eval("minutes")),
+    ] = None,
+    videos: Annotated[
+        int | None, typer.Option(help="held-out world videos", show_default=_eval("videos"))
+    ] = None,
+    opts: RunOptions,
     grid: Annotated[
         str | None, typer.Option(help="needle grid video lengths in minutes, e.g. 1,5,15,30,60")
     ] = None,
     grid_videos: Annotated[
-        int, typer.Option(help="needle videos per grid cell (different worlds)")
-    ] = 1,
+        int | None,
+        typer.Option(
+            help="needle videos per grid cell (different worlds)",
+            show_default=_eval("grid_videos"),
+        ),
+    ] = None,
     no_ablations: Annotated[bool, typer.Option(help="skip ablations (a) and (b)")] = False,
-    workdir: Annotated[Path, typer.Option(help="videos, databases, grid files")] = Path(
-        "vmem-eval"
-    ),
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="videos, databases, grid files", show_default=_eval("workdir")),
+    ] = None,
     json_out: JsonOpt = False,
 ):
-    """Evaluate a model on held-out procedural worlds through the real pipeline."""
+    """Evaluate a model on held-out procedural worlds through the real pipeline.
+
+    Reads the config file's eval: section; the flags override it."""
     import json
     import math
 
     from flows.eval import eval_flow
-    from schemas.eval_config import EvalConfig
 
+    flags = {
+        "model": opts.model,
+        "seed": seed,
+        "minutes": minutes,
+        "videos": videos,
+        "workdir": workdir and str(workdir),
+        "ablations": False if no_ablations else None,
+        "grid_videos": grid_videos,
+    }
     try:
-        cfg = EvalConfig(
-            model=model,
-            seed=seed,
-            minutes=minutes,
-            videos=videos,
-            workdir=str(workdir),
-            ablations=not no_ablations,
-            grid_minutes=[float(v) for v in grid.split(",")] if grid else [],
-            grid_videos=grid_videos,
-        )
-    except ValueError as exc:
+        if grid:
+            flags["grid_minutes"] = [float(v) for v in grid.split(",")]
+        cfg = EvalConfig(**{**section_fields(opts.config_file(), "eval"), **_given(flags)})
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail(f"invalid evaluation settings: {describe(exc)}")
+    except ValueError as exc:  # a --grid length that is not a number
         _fail(f"invalid evaluation settings: {exc}")
     report = eval_flow(cfg)
 
@@ -353,13 +326,13 @@ def evaluate(
 
 
 @app.command()
+@shared_options("db", "config", "model")
 def demo(
+    *,
     workdir: Annotated[Path, typer.Option(help="where the sample archive is written")] = Path(
         "vmem-demo"
     ),
-    db: DbOpt = None,
-    config: ConfigOpt = None,
-    model: ModelOpt = None,
+    opts: RunOptions,
     json_out: JsonOpt = False,
 ):
     """Write demo world videos (and two broken files), ingest them, ask each video questions
@@ -368,8 +341,8 @@ def demo(
 
     from flows.demo import run_demo
 
-    cfg = _config(config, db or str(workdir / "db"), model)
-    summary = run_demo(workdir, cfg, console)
+    cfg = _config(replace(opts, db=opts.db or str(workdir / "db")))
+    summary = run_demo(workdir, _bind(cfg), console)
     if json_out:
         print(json.dumps(summary))
 

@@ -13,12 +13,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from actors.runtime import bind_model
+from actors.runtime import BoundModel
 from evaluation.asking import has_answerer, select_for
 from evaluation.scoring import expected_answer
 from flows.ingest import ingest_flow
 from flows.views import print_ingest_report
-from schemas.config import VMemConfig
 from world.questions import QA, make_questions
 from world.render import write_world_once
 from world.samples import write_bad_inputs
@@ -45,14 +44,14 @@ def write_demo_archive(archive: Path) -> list[tuple[str, list[QA]]]:
     return videos
 
 
-def run_demo(workdir: Path, cfg: VMemConfig, console: Console) -> dict:
-    """Ingest the demo archive under ``workdir``, ask each video its questions, print the
-    answers beside the ground truth; returns {"questions", "right", "by_type"}."""
+def run_demo(workdir: Path, bound: BoundModel, console: Console) -> dict:
+    """Ingest the demo archive under ``workdir`` with the bound model, ask each video its
+    questions, print the answers beside the ground truth; returns {"questions", "right",
+    "by_type"}."""
     archive = workdir / "archive"
     archive.mkdir(parents=True, exist_ok=True)
     videos = write_demo_archive(archive)
-    print_ingest_report(console, ingest_flow(str(archive), cfg))
-    bound = bind_model(cfg)
+    print_ingest_report(console, ingest_flow(str(archive), bound.config, bound=bound))
     answering = has_answerer(bound)
     table = Table(title="questions about the demo worlds (each asked of its own video)")
     for column in ("video", "question", "answer", "truth", "", "selected clips (s)"):

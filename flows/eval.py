@@ -56,8 +56,8 @@ def needle_grid(cfg: EvalConfig) -> list[dict]:
         path = write_world_once(world, archive / f"{name}.mp4")
         videos.append((minutes, depth, str(path.resolve()), needle_question(world, NEEDLE)))
     vcfg = pipeline_config(cfg, Path(cfg.workdir) / "db-grid")
-    ingest_flow(str(archive), vcfg)
     bound = bind_model(vcfg)
+    ingest_flow(str(archive), vcfg, bound=bound)
     selected = select_for(bound, [(uri, [qa]) for _, _, uri, qa in videos])
     hits: dict[tuple[float, float], list[float]] = {}
     for (m, d, _, _), (qa, clips, _, _) in zip(videos, selected, strict=True):
@@ -74,17 +74,16 @@ def eval_flow(cfg: EvalConfig) -> dict:
     videos = write_worlds(cfg)
     archive = str(archive_dir(cfg))
     full = pipeline_config(cfg, Path(cfg.workdir) / "db")
-    ingest_flow(archive, full)
     bound = bind_model(full)
+    ingest_flow(archive, full, bound=bound)
     answer = has_answerer(bound)
     report = {"config": cfg.model_dump(), "encoder": bound.encoder, **memory_budget(bound)}
     report.update(score(select_for(bound, videos, answer=answer)))
     if cfg.ablations:
         no_memory = pipeline_config(cfg, Path(cfg.workdir) / "db-no-memory", propagate=False)
-        ingest_flow(archive, no_memory)
-        report["ablation_no_memory"] = score(
-            select_for(bind_model(no_memory), videos, answer=answer)
-        )
+        reset = bind_model(no_memory)  # another encoder id: memories reset at every clip
+        ingest_flow(archive, no_memory, bound=reset)
+        report["ablation_no_memory"] = score(select_for(reset, videos, answer=answer))
         report["ablation_last_k"] = score(select_for(bound, videos, last_k=True, answer=answer))
     if cfg.grid_minutes:
         grid = needle_grid(cfg)

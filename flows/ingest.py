@@ -61,10 +61,17 @@ def refresh_indexes(cfg: VMemConfig) -> list[str]:
 
 
 @flow(name="vmem-ingest", log_prints=True)
-def ingest_flow(source: str, config: VMemConfig, retry_failed: bool = False) -> IngestReport:
-    """List -> plan -> decode/encode/commit -> report."""
+def ingest_flow(
+    source: str, config: VMemConfig, retry_failed: bool = False, bound: BoundModel | None = None
+) -> IngestReport:
+    """List -> plan -> decode/encode/commit -> report.
+
+    ``bound``: the model already bound to ``config`` (the CLI binds it first, so that a bad
+    model is one clear error); None binds it here, as a deployment calling with a config does.
+    """
     started = time.perf_counter()
-    bound = bind_model(config)  # checkpoint, encoder id, decode config fitted to the model
+    if bound is None:  # checkpoint, encoder id, decode config fitted to the model
+        bound = bind_model(config)
     tasks = list_archive(source, config)
     todo, skipped = plan(tasks, config, bound.encoder, retry_failed)
     outcomes, commits = run_pipeline(todo, bound)

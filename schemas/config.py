@@ -1,21 +1,23 @@
-"""The one frozen config tree of the pipeline.
+"""The one frozen config tree of VMem: the pipeline's sections, training, evaluation.
 
-Parsed once (YAML/JSON file, then CLI overrides), validated once, passed to the flows as
-their parameter and hashed into the ``encoder`` id stored on every memory row.
+Parsed once (YAML/JSON file with sections, then CLI overrides), validated once, passed to
+the flows as their parameter; the decode section is hashed into the ``encoder`` id stored on
+every memory row. Environment variables enter only through ``schemas.settings``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DEFAULT_DB = "./vmem-data"
+from schemas.eval_config import EvalConfig
+from schemas.settings import VMemSettings
+from schemas.train_config import TrainConfig
 
 
 class _Frozen(BaseModel):
@@ -99,7 +101,10 @@ class QueryConfig(_Frozen):
 
 
 class StorageConfig(_Frozen):
-    db: str = Field(default_factory=lambda: os.environ.get("VMEM_DB", DEFAULT_DB))
+    db: str = Field(
+        default_factory=lambda: VMemSettings().db,
+        description="LanceDB URI (folder or s3://bucket/prefix); default $VMEM_DB or ./vmem-data",
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict, description="object-store options (endpoint, keys, region)"
     )
@@ -112,12 +117,17 @@ class RayConfig(_Frozen):
 
 
 class VMemConfig(_Frozen):
+    """The whole tree: one section per concern; ``train`` and ``eval`` are read only by
+    ``vmem train`` and ``vmem eval``, the others by the pipeline commands."""
+
     decode: DecodeConfig = DecodeConfig()
     model: ModelConfig = ModelConfig()
     encode: EncodeConfig = EncodeConfig()
     query: QueryConfig = QueryConfig()
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = RayConfig()
+    train: TrainConfig = Field(default_factory=TrainConfig)  # `vmem train`
+    eval: EvalConfig = Field(default_factory=EvalConfig)  # `vmem eval`
 
     def with_overrides(self, **sections: dict[str, Any]) -> VMemConfig:
         """A copy with some fields of some sections replaced (None values are ignored)."""
@@ -136,17 +146,58 @@ class VMemConfig(_Frozen):
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be read or does not validate."""
+    """A config file that cannot be read, or a config that does not validate."""
 
 
-def load_config(path: str | Path | None = None) -> VMemConfig:
-    """Read a YAML or JSON config file (or the defaults) into the frozen config tree."""
-    if path is None:
-        return VMemConfig()
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML or JSON config file (JSON is YAML too)."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        return VMemConfig.model_validate(raw)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
-    except (yaml.YAMLError, ValidationError) as exc:
+    except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"invalid config file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config file {path}: expected a mapping of sections")
+    return raw
+
+
+def load_config(path: str | Path | None = None, **overrides: dict[str, Any]) -> VMemConfig:
+    """The config file (or the defaults) with some fields of some sections replaced (the
+    command line's flags; None values are ignored), validated once."""
+    data = read_config_file(path) if path is not None else {}
+    for section, values in overrides.items():
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            data[section] = {**(data.get(section) or {}), **given}
+    try:
+        return VMemConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"config file {path}" if path is not None else "config"
+        raise ConfigError(f"invalid {where}: {describe(exc)}") from exc
+
+
+def section_fields(path: str | Path | None, section: str) -> dict[str, Any]:
+    """The fields a config file sets in one section (the rest of the file validated too).
+
+    A file without any section names is read as a ``train`` section of its own: the
+    ``train_config.json`` a training run saves beside its checkpoint, or an older flat
+    training config, reruns as it is."""
+    if path is None:
+        return {}
+    data = read_config_file(path)
+    if section == "train" and not data.keys() & VMemConfig.model_fields.keys():
+        data = {"train": data}
+    try:
+        tree = VMemConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config file {path}: {describe(exc)}") from exc
+    return getattr(tree, section).model_dump(exclude_unset=True)
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error on one line: ``where: what`` per problem."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'config'}: {error['msg']}"
+        for error in exc.errors()
+    )
