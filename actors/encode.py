@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from checkpoints.registry import load_model
+from models.select import archive_keys
 from schemas.records import Clip, MemoryRecord
 
 
@@ -81,7 +82,7 @@ class EncodeStage:
             prev = self._previous_memory(clips)  # (B, M, D)
             memory, indicator = self.model.encode_clips(frames, prev, reset=reset)
         memory_np = memory.float().cpu().numpy()
-        indicator_np = indicator.float().cpu().numpy()
+        keys = archive_keys(indicator.float().cpu().numpy(), self.model.indicator_dim)
         records = []
         for row, clip in enumerate(clips):
             self._memory[clip.video_id] = memory[row]
@@ -92,7 +93,7 @@ class EncodeStage:
                     clip_index=clip.clip_index,
                     t_start=clip.t_start,
                     t_end=clip.t_end,
-                    indicator=indicator_np[row],
+                    archive_key=keys[row],
                     memory=memory_np[row],
                 )
             )

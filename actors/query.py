@@ -1,10 +1,12 @@
 """Question answering over stored memories: two-stage adaptive memory selection.
 
 1. Archive stage: a video-independent question embedding searches the ANN index of all
-   clip indicators (with the SQL pre-filter) for candidate videos.
-2. Video stage (the paper's selection): per candidate video, the question conditioned on
-   that video's last memory re-scores its clips; the top K are kept in time order
-   (``models.select.select_clips``, the held-out evaluation's selection too).
+   clips' archive keys (with the SQL pre-filter) for candidate videos.
+2. Video stage (the paper's selection, ``actors.video_stage``): per candidate video, the
+   question conditioned on that video's last memory re-scores its clips; the top K are
+   kept in time order (``models.select.select_clips``, the held-out evaluation's too).
+Questions are batched end to end: one encoder pass, and per distinct pre-filter one
+search, one scan of the candidate videos and one vectorised scoring.
 Nothing is re-encoded: only the question goes through the model.
 """
 
@@ -18,22 +20,14 @@ import pyarrow as pa
 import ray
 import torch
 
+from actors.video_stage import VideoClips, candidate_videos, select_in_videos
 from checkpoints.registry import load_model
 from models.answer import ANSWERER_DIR, MemoryAnswerer, readable_answer
-from models.select import (
-    archive_queries,
-    condition_parts,
-    part_texts,
-    question_inputs,
-    select_clips,
-)
+from models.select import archive_queries, part_texts, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
-from storage.db import in_list
 from storage.memories import MemoryStore, encoder_scope
 from storage.sql import SqlError, compile_sql, compile_where, execute
-
-CLIP_COLUMNS = ["video_id", "clip_index", "uri", "t_start", "t_end", "indicator"]
 
 
 class QueryStage:
@@ -74,29 +68,16 @@ class QueryStage:
         if not filters:
             return results
         vectors, parts = self._embed_questions([q.question for q in questions])
-        searched = archive_queries(vectors, self.model.config)  # (B, indicator width)
         for where, rows in self._group_by_filter(filters).items():
-            try:  # archive stage: one batched ANN search per distinct pre-filter
-                hits = self.store.search(searched[rows], where, self.cfg.candidates, ["video_id"])
+            ks = [questions[i].k or self.cfg.top_k for i in rows]
+            try:  # one batched search, one scan and one scoring per distinct pre-filter
+                chosen = self._select_group(vectors[rows], parts[rows], where, ks, with_memory)
             except Exception as exc:  # a storage error fails these questions, not the batch
                 for i in rows:
                     results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
                 continue
-            hits = hits.sort_by([("query_index", "ascending"), ("score", "descending")])
-            found: dict[int, list[str]] = {}  # query row -> candidate videos, best hit first
-            for row, video_id in zip(
-                hits.column("query_index").to_pylist(),
-                hits.column("video_id").to_pylist(),
-                strict=True,
-            ):
-                found.setdefault(row, []).append(video_id)
-            for row, i in enumerate(rows):
-                candidates = list(dict.fromkeys(found.get(row, [])))[: self.cfg.max_videos * 2]
-                k = questions[i].k or self.cfg.top_k
-                try:
-                    results[i].clips = self._select(parts[i], candidates, where, k, with_memory)
-                except Exception as exc:
-                    results[i].error = StageError("search", f"{type(exc).__name__}: {exc}")
+            for i, clips in zip(rows, chosen, strict=True):
+                results[i].clips = clips
         return results
 
     @staticmethod
@@ -106,59 +87,42 @@ class QueryStage:
             groups.setdefault(where, []).append(i)
         return groups
 
-    def _select(
-        self, parts: np.ndarray, candidates: list[str], where: str, k: int, with_memory: bool
-    ):
-        """Video stage over the candidate videos, then the best videos' clips (+ memories)."""
-        if not candidates:
-            return []
-        per_video = self._video_stage(parts, candidates, where, k)
-        per_video.sort(key=lambda clips: -max(c.score for c in clips))
-        chosen = [clip for clips in per_video[: self.cfg.max_videos] for clip in clips]
-        if with_memory and chosen:
-            memories = self.store.fetch_memories(
-                [(c.video_id, c.clip_index) for c in chosen], self.encoder
-            )
-            for clip in chosen:
-                clip.memory = memories[(clip.video_id, clip.clip_index)]
-        return chosen
-
-    def _video_stage(self, parts: np.ndarray, video_ids: list[str], where: str, k: int):
-        """Each candidate video's K clips (``models.select.select_clips``): its clips in range
-        re-scored by the question's queries (``parts`` (A, Q), ``_embed_questions``), each
-        conditioned on the video's last memory in range."""
-        table = self.store.scan(f"({where}) AND {in_list('video_id', video_ids)}", CLIP_COLUMNS)
-        groups: dict[str, list[dict]] = {}
-        for row in table.to_pylist():
-            groups.setdefault(row["video_id"], []).append(row)
-        for rows in groups.values():
-            rows.sort(key=lambda r: r["clip_index"])  # time order, as select_clips reads them
-        # the memory of the last clip in range condenses everything the question may ask about
-        last_keys = [(v, rows[-1]["clip_index"]) for v, rows in groups.items()]
-        last_memory = self.store.fetch_memories(last_keys, self.encoder)
-        selected = []
-        with torch.inference_mode():
-            memories = torch.from_numpy(np.stack([last_memory[key] for key in last_keys]))
-            queries = torch.from_numpy(parts).expand(len(last_keys), -1, -1)  # (V, A, Q)
-            conditioned = condition_parts(self.model, queries, memories)  # (V, A, Q)
-            for (video_id, _), q_video in zip(last_keys, conditioned, strict=True):
-                rows = groups[video_id]
-                indicators = np.stack([np.asarray(r["indicator"], dtype=np.float32) for r in rows])
-                index, fit = select_clips(q_video[None], torch.from_numpy(indicators[None]), k)
-                picks = zip(index[0].tolist(), fit[0].tolist(), strict=True)
-                selected.append([self._clip(rows[j], score) for j, score in picks if j >= 0])
-        return selected
-
-    @staticmethod
-    def _clip(row: dict, score: float) -> SelectedClip:
-        return SelectedClip(
-            video_id=row["video_id"],
-            uri=row["uri"],
-            clip_index=row["clip_index"],
-            t_start=float(row["t_start"]),
-            t_end=float(row["t_end"]),
-            score=score,
+    def _select_group(
+        self,
+        vectors: np.ndarray,
+        parts: np.ndarray,
+        where: str,
+        ks: list[int],
+        with_memory: bool,
+    ) -> list[list[SelectedClip]]:
+        """Questions of one pre-filter: archive stage (candidate videos), video stage (each
+        video's K clips), then the best ``max_videos`` videos of each question."""
+        hits = self.store.search(
+            archive_queries(vectors),
+            where,
+            self.cfg.candidates,
+            ["video_id"],
+            nprobes=self.cfg.nprobes,
+            refine_factor=self.cfg.refine_factor,
         )
+        candidates = candidate_videos(hits, len(vectors), self.cfg.max_videos * 2)
+        wanted = list(dict.fromkeys(v for videos in candidates for v in videos))
+        if not wanted:
+            return [[] for _ in candidates]
+        clips = VideoClips.fetch(self.store, self.model, wanted, where)
+        per_question = select_in_videos(self.model, parts, candidates, clips, ks)
+        out = []
+        for videos in per_question:
+            videos = [v for v in videos if v[1]]
+            videos.sort(key=lambda v: -max(v[2]))  # best-fitting video first
+            out.append(
+                [
+                    clips.clip(video, row, fit, with_memory)
+                    for video, rows, fits in videos[: self.cfg.max_videos]
+                    for row, fit in zip(rows, fits, strict=True)
+                ]
+            )
+        return out
 
     # ---- answers -----------------------------------------------------------------------
     def answer(self, results: list[QueryResult]) -> None:
@@ -214,7 +178,7 @@ class QueryStage:
             compiled = replace(compiled, where=encoder_scope(self.encoder, compiled.where))
         vector = None
         if compiled.relevance:
-            vector = archive_queries(self._embed([compiled.relevance]), self.model.config)[0]
+            vector = archive_queries(self._embed([compiled.relevance]))[0]
         return execute(self.store, compiled, vector)
 
     # ---- helpers -------------------------------------------------------------------------

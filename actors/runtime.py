@@ -9,6 +9,7 @@ import ray
 
 from checkpoints.registry import encoder_id, resolve_checkpoint
 from models.config import VMemModelConfig
+from models.select import archive_key_width
 from schemas.config import RayConfig, VMemConfig
 from schemas.settings import quiet_third_party
 
@@ -42,7 +43,7 @@ class BoundModel:
     checkpoint: str
     encoder: str  # "<checkpoint>@<weights hash>+<decode config hash>"
     config: VMemConfig  # with decode.clip_frames / frame_size taken from the model
-    dims: tuple[int, int, int]  # (indicator width: Q, or M*Q per token; memory tokens M; hidden D)
+    dims: tuple[int, int, int]  # (archive key width, memory tokens M, hidden size D)
 
 
 def bind_model(cfg: VMemConfig) -> BoundModel:
@@ -73,7 +74,7 @@ def bind_model(cfg: VMemConfig) -> BoundModel:
         }
     )
     dims = (
-        model_cfg.indicator_width,
+        archive_key_width(model_cfg.indicator_dim),
         model_cfg.memory_tokens,
         model_cfg.encoder().hidden_size,
     )

@@ -22,17 +22,17 @@ from checkpoints.registry import resolve_checkpoint
 
 
 def encode_all(stage: EncodeStage, videos) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    """(video, clip) -> (memory, indicator), clip t of every video in one step."""
+    """(video, clip) -> (memory, archive key), clip t of every video in one step."""
     out = {}
     for step in zip(*videos, strict=True):
         for record in stage.encode_step(list(step)):
-            out[record.video_id, record.clip_index] = (record.memory, record.indicator)
+            out[record.video_id, record.clip_index] = (record.memory, record.archive_key)
     stage.release([v[0].video_id for v in videos])
     return out
 
 
 def largest_difference(a: dict, b: dict) -> tuple[float, float]:
-    """Largest |a - b| over memories, then over indicators."""
+    """Largest |a - b| over memories, then over archive keys."""
     mem = max(float(np.abs(a[key][0] - b[key][0]).max()) for key in a)
     ind = max(float(np.abs(a[key][1] - b[key][1]).max()) for key in a)
     return mem, ind

@@ -78,9 +78,9 @@ def has_answerer(bound: BoundModel) -> bool:
 
 def memory_budget(bound: BoundModel) -> dict:
     """Bytes stored per video-hour and the answering LM's input length (K x M tokens)."""
-    q, m, d = bound.dims
+    key_width, m, d = bound.dims
     dec = bound.config.decode
-    per_clip = m * d + 4 * m + 4 * q  # int8 tokens, float32 scales, float32 indicator(s)
+    per_clip = m * d + 4 * m + 4 * key_width  # int8 tokens, float32 scales, float32 key
     clips_per_hour = 3600.0 * dec.sample_fps / dec.clip_frames
     return {
         "bytes_per_video_hour": int(per_clip * clips_per_hour),

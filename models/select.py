@@ -5,7 +5,8 @@ A question ranks the clips of a video by its selection queries (each alternative
 question); the K clips that fit best are kept in temporal order, so the answering model
 reads their memories as a (shortened) story. The query stage and the held-out evaluation
 both pick with :func:`select_clips` (TopK); training relaxes the same ranking with
-:func:`gumbel_topk`. The archive stage searches with :func:`archive_queries`.
+:func:`gumbel_topk`. The archive stage searches the clips' :func:`archive_keys` with
+:func:`archive_queries`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from torch import nn
 from transformers import initialization as hf_init
 
 if TYPE_CHECKING:
-    from models.config import VMemModelConfig
     from models.vmem import VMemModel
 
 _MASKED = -1e9  # finite "minus infinity": keeps softmax and its gradient NaN-free
@@ -104,13 +104,36 @@ def selection_parts(
     return condition_parts(model, encode_parts(model, questions), last_memory)
 
 
-def archive_queries(questions: np.ndarray, config: VMemModelConfig) -> np.ndarray:
-    """(B, Q) question embeddings -> (B, indicator width) ANN queries of the archive stage.
+def archive_key_width(indicator_dim: int) -> int:
+    """Floats of a clip's archive key: Q + 1, padded to a multiple of 16 (PQ sub-vectors of 4)."""
+    return -(-(indicator_dim + 1) // 16) * 16
 
-    Per-token indicators are M unit vectors side by side: the question repeated M times
-    finds a clip by the mean fit of its tokens (the video stage then scores it by its best
-    token, :func:`clip_scores`)."""
-    return np.tile(questions, (1, config.indicator_width // questions.shape[-1]))
+
+def archive_keys(indicators: np.ndarray, indicator_dim: int) -> np.ndarray:
+    """(N, G*Q) unit indicators -> (N, key width) unit archive keys, what the ANN index holds.
+
+    A clip's archive-stage fit is the question's cosine to the MEAN of its G unit token
+    indicators (the question repeated G times against the G tokens side by side ranks the
+    same). That is a dot product with a vector of norm <= 1, so it becomes a cosine, which
+    IVF indexes recall well, by the exact MIPS-to-cosine lift with R = 1: key = [mean,
+    sqrt(1 - |mean|^2), 0 ...], query = [q, 0 ...] (:func:`archive_queries`); every key has
+    norm 1 and cosine(query, key) = q . mean for a unit q."""
+    groups = indicators.reshape(len(indicators), -1, indicator_dim)  # (N, G, Q)
+    mean = groups.astype(np.float64).mean(axis=1)  # (N, Q)
+    slack = 1.0 - (mean * mean).sum(axis=1, keepdims=True)  # (N, 1)
+    lift = np.sqrt(np.where(slack > 1e-6, slack, 0.0))  # float noise of unit means -> 0
+    keys = np.zeros((len(indicators), archive_key_width(indicator_dim)), dtype=np.float32)
+    keys[:, :indicator_dim] = mean
+    keys[:, indicator_dim : indicator_dim + 1] = lift
+    return keys
+
+
+def archive_queries(questions: np.ndarray) -> np.ndarray:
+    """(B, Q) unit question embeddings -> (B, key width) ANN queries of the archive stage:
+    zero-padded, so their cosine to an archive key is the question's fit to the clip's mean
+    token indicator (:func:`archive_keys`)."""
+    width = archive_key_width(questions.shape[-1])
+    return np.pad(questions.astype(np.float32), ((0, 0), (0, width - questions.shape[-1])))
 
 
 # ---- scores and the K clips ---------------------------------------------------------------

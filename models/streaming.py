@@ -78,8 +78,13 @@ class StreamingMemoryEncoder(nn.Module):
         sequence = torch.cat([prev_memory.to(clip.dtype), clip, queries], dim=1)  # (B, 2M+TP, D)
         hidden = self.lm(inputs_embeds=sequence, use_cache=False).last_hidden_state
         memory = hidden[:, -self.memory_tokens :]  # (B, M, D)
+        return memory, self.indicators(memory)
+
+    def indicators(self, memory: torch.Tensor) -> torch.Tensor:
+        """A clip's indicator, read from its memory: (..., M, D) -> unit (..., Q), or with
+        ``per_token_indicators`` one unit indicator per token, flattened (..., M*Q). The
+        store keeps only the memory; the video stage reads the indicators back this way."""
+        memory = memory.to(self.indicator_head.weight.dtype)
         if self.per_token_indicators:
-            indicator = F.normalize(self.indicator_head(memory), dim=-1).flatten(1)  # (B, M*Q)
-        else:
-            indicator = F.normalize(self.indicator_head(memory.mean(dim=1)), dim=-1)  # (B, Q)
-        return memory, indicator
+            return F.normalize(self.indicator_head(memory), dim=-1).flatten(-2)  # (..., M*Q)
+        return F.normalize(self.indicator_head(memory.mean(dim=-2)), dim=-1)  # (..., Q)

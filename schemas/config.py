@@ -97,6 +97,10 @@ class QueryConfig(_Frozen):
     top_k: int = Field(4, ge=1, description="K: clips selected per video (paper: 4)")
     candidates: int = Field(64, ge=1, description="archive-stage ANN candidates (clips)")
     max_videos: int = Field(3, ge=1, description="videos returned per question")
+    nprobes: int = Field(40, ge=1, description="IVF partitions the archive stage searches")
+    refine_factor: int = Field(
+        20, ge=1, description="archive-stage PQ candidates re-ranked exactly, per result"
+    )
     num_actors: int = Field(2, ge=1, description="query actors in the pool")
 
 

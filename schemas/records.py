@@ -89,7 +89,7 @@ class MemoryRecord:
     clip_index: int
     t_start: float
     t_end: float
-    indicator: np.ndarray  # (Q,) float32, unit norm; (M*Q,) with per-token indicators
+    archive_key: np.ndarray  # (key width,) float32 unit: the clip's ANN key (archive stage)
     memory: np.ndarray  # (M, D) float32; quantised to int8 + per-token scale when stored
 
 

@@ -22,8 +22,10 @@ METADATA_FIELDS = [
 ]
 
 
-def memories_schema(indicator_dim: int, memory_tokens: int, hidden: int) -> pa.Schema:
-    """Schema of ``memories`` for an encoder with Q-d indicators and (M, D) memories."""
+def memories_schema(key_width: int, memory_tokens: int, hidden: int) -> pa.Schema:
+    """Schema of ``memories`` for an encoder with archive keys of ``key_width`` floats and
+    (M, D) memories. The clip indicators the video stage scores are not stored: the model
+    reads them back from the memory (``StreamingMemoryEncoder.indicators``)."""
     return pa.schema(
         [
             pa.field("video_id", pa.string(), nullable=False),
@@ -32,7 +34,8 @@ def memories_schema(indicator_dim: int, memory_tokens: int, hidden: int) -> pa.S
             pa.field("uri", pa.string()),
             pa.field("t_start", pa.float32()),
             pa.field("t_end", pa.float32()),
-            pa.field("indicator", pa.list_(pa.float32(), indicator_dim)),
+            # the archive stage's ANN key: the mean token indicator lifted to the unit sphere
+            pa.field("archive_key", pa.list_(pa.float32(), key_width)),
             # memory tokens, row-major (M, D), int8 with one float32 scale per token
             pa.field("memory", pa.list_(pa.int8(), memory_tokens * hidden)),
             pa.field("memory_scale", pa.list_(pa.float32(), memory_tokens)),

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 
 
 IVF_MIN_ROWS = 10_000  # below this a flat (exact) search is fast enough and PQ trains badly
+NPROBES = 40  # IVF partitions searched per query (BENCHMARKS.md, "Selection at scale")
+REFINE_FACTOR = 20  # PQ candidates re-ranked by their exact keys, per result row
+MEMORY_COLUMNS = ["memory", "memory_scale"]
+# the scalar index of each column a question's WHERE (or the encoder scope) filters on
+SCALAR_INDEXES = {
+    "video_id": "BTREE",
+    "encoder": "BITMAP",
+    "archive": "BITMAP",
+    "recorded_at": "BTREE",
+    "tags": "LABEL_LIST",
+}
 
 
 def encoder_scope(encoder: str, where: str | None = None) -> str:
@@ -42,14 +53,14 @@ class MemoryStore:
         self.cfg = cfg
         self.db = db if db is not None else connect(cfg)
         self._table: Any | None = None
-        self._indicator_width: int | None = None
+        self._key_width: int | None = None
 
     @property
-    def indicator_width(self) -> int:
-        """Floats per stored indicator (fixed by the schema: read once per store)."""
-        if self._indicator_width is None:
-            self._indicator_width = self.table.schema.field("indicator").type.list_size
-        return self._indicator_width
+    def key_width(self) -> int:
+        """Floats per archive key (fixed by the schema: read once per store)."""
+        if self._key_width is None:
+            self._key_width = self.table.schema.field("archive_key").type.list_size
+        return self._key_width
 
     @property
     def table(self) -> Any:
@@ -68,14 +79,15 @@ class MemoryStore:
             raise StorageError(f"no {name} table in {self.cfg.db}: ingest videos first")
         return table
 
-    def ensure_memories(self, indicator_dim: int, memory_tokens: int, hidden: int) -> None:
-        """Create ``memories`` for a (Q, M, D) encoder, or check that the existing one fits."""
-        want = memories_schema(indicator_dim, memory_tokens, hidden)
+    def ensure_memories(self, key_width: int, memory_tokens: int, hidden: int) -> None:
+        """Create ``memories`` for an encoder with archive keys of ``key_width`` floats and
+        (M, D) memories, or check that the existing one fits."""
+        want = memories_schema(key_width, memory_tokens, hidden)
         table = open_table(self.db, MEMORIES)
         if table is None:
             table = self.db.create_table(MEMORIES, schema=want, exist_ok=True)
         _check_dims(table.schema, want, self.cfg.db)
-        self._table, self._indicator_width = table, None
+        self._table, self._key_width = table, None
 
     def write_memories(
         self, records: list[MemoryRecord], encoder: str, meta: dict[str, VideoTask]
@@ -115,26 +127,32 @@ class MemoryStore:
         where: str | None = None,
         limit: int = 10,
         columns: Sequence[str] = ("video_id", "clip_index"),
+        nprobes: int = NPROBES,
+        refine_factor: int = REFINE_FACTOR,
     ) -> pa.Table:
-        """Cosine search of (B, Q) query vectors over the indicators, WHERE as a pre-filter.
+        """Cosine search of (B, W) query vectors over the archive keys, WHERE as a pre-filter.
 
         Returns ``query_index``, the requested columns and ``score = 1 - cosine distance``,
         ``limit`` rows per query. Only the named columns are read (never the tokens unless
-        asked: on object storage that is the difference between 50 ms and seconds)."""
+        asked: on object storage that is the difference between 50 ms and seconds). With the
+        ANN index, ``nprobes`` IVF partitions are searched and ``limit * refine_factor`` PQ
+        candidates re-ranked by their exact keys; below it the search is exact."""
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim == 1:
-            queries = queries[None, :]  # (1, Q)
-        width = self.indicator_width
+            queries = queries[None, :]  # (1, W)
+        width = self.key_width
         if queries.shape[1] != width:
             raise StorageError(
-                f"{MEMORIES} table in {self.cfg.db} holds indicators of {width} values, but "
+                f"{MEMORIES} table in {self.cfg.db} holds archive keys of {width} values, but "
                 f"this model searches with {queries.shape[1]}: another model wrote it (use "
                 "that model's --model, or ingest again into another --db)"
             )
         wanted = [c for c in columns if c not in ("score", "query_index")]
         query = (
-            self.table.search(queries, vector_column_name="indicator")
+            self.table.search(queries, vector_column_name="archive_key")
             .distance_type("cosine")
+            .nprobes(int(nprobes))
+            .refine_factor(int(refine_factor))
             .limit(int(limit))
             .select([*wanted, "_distance"])
         )
@@ -152,46 +170,55 @@ class MemoryStore:
         query = self.table.search().select(list(columns)).limit(limit)
         return (query.where(where) if where else query).to_arrow()
 
+    def clips_of(self, video_ids: Sequence[str], where: str, columns: Sequence[str]) -> pa.Table:
+        """The clips of some videos that match ``where``, sorted by (video_id, clip_index).
+
+        ``video_id IN (...)`` is what the BTREE index serves: one scan per 500 videos."""
+        fetch = list(dict.fromkeys(["video_id", "clip_index", *columns]))
+        parts = [
+            self.scan(f"({where}) AND {in_list('video_id', ids)}", fetch)
+            for ids in chunks(list(dict.fromkeys(video_ids)))
+        ]
+        if not parts:
+            return self.table.schema.empty_table().select(fetch)
+        table = pa.concat_tables(parts)
+        return table.sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+
     def fetch_memories(
         self, keys: Sequence[tuple[str, int]], encoder: str
     ) -> dict[tuple[str, int], np.ndarray]:
         """Dequantised (M, D) memories of some clips; keys that are not stored are absent."""
-        by_video: dict[str, set[int]] = {}
-        for video_id, clip_index in keys:
-            by_video.setdefault(video_id, set()).add(int(clip_index))
-        m = self.table.schema.field("memory_scale").type.list_size
-        out: dict[tuple[str, int], np.ndarray] = {}
-        for videos in chunks(sorted(by_video), 100):
-            ors = " OR ".join(
-                f"(video_id = {sql_literal(v)} AND {in_list('clip_index', sorted(by_video[v]))})"
-                for v in videos
-            )
-            where = encoder_scope(encoder, ors)
-            cols = ["video_id", "clip_index", "memory", "memory_scale"]
-            rows = self.scan(where, cols)
-            out.update(_decode_memories(rows, m))
-        return out
+        wanted = {(video_id, int(clip_index)) for video_id, clip_index in keys}
+        if not wanted:
+            return {}
+        clips = in_list("clip_index", sorted({clip for _, clip in wanted}))
+        rows = self.clips_of([v for v, _ in wanted], encoder_scope(encoder, clips), MEMORY_COLUMNS)
+        memories = memory_array(rows)  # (N, M, D)
+        found = zip(rows["video_id"].to_pylist(), rows["clip_index"].to_pylist(), strict=True)
+        return {key: memories[i] for i, key in enumerate(found) if key in wanted}
 
     def create_indexes(self, min_rows: int = IVF_MIN_ROWS) -> list[str]:
-        """Best effort: a BTree on video_id, and IVF_PQ (cosine) on the indicators once the
-        table has ``min_rows`` rows; later calls fold new rows into the existing indexes
-        (``optimize``, which also compacts the small fragments of many commits) instead of
-        rebuilding them. Returns what was done; failures are logged (indexes only speed up).
-        """
+        """Best effort: a scalar index on every column questions filter on, and IVF_PQ
+        (cosine, 4-d sub-vectors) on the archive keys once the table has ``min_rows`` rows;
+        when the indexes exist, ``optimize`` compacts the small fragments of many commits and
+        folds new rows into every index (until then new rows are searched exactly, beside
+        the index). Returns what was done; failures are logged (indexes only speed up)."""
         table = self.table
+        if table.count_rows() == 0:
+            return []
         existing = {tuple(ix.columns): ix.name for ix in table.list_indices()}
         done = []
         try:
-            if ("video_id",) not in existing and table.count_rows() > 0:
-                table.create_scalar_index("video_id", index_type="BTREE")
-                done.append("index video_id")
-            if ("indicator",) not in existing and table.count_rows() >= min_rows:
-                dim = table.schema.field("indicator").type.list_size
-                config = IvfPq(distance_type="cosine", num_sub_vectors=_sub_vectors(dim))
-                table.create_index("indicator", config=config)
-                done.append("index indicator")
-            elif ("indicator",) in existing:
-                stats = table.index_stats(existing[("indicator",)])
+            for column, kind in SCALAR_INDEXES.items():
+                if (column,) not in existing:
+                    table.create_scalar_index(column, index_type=kind)
+                    done.append(f"index {column}")
+            if ("archive_key",) not in existing and table.count_rows() >= min_rows:
+                config = IvfPq(distance_type="cosine", num_sub_vectors=self.key_width // 4)
+                table.create_index("archive_key", config=config)
+                done.append("index archive_key")
+            if not done:  # every index exists: fold in the rows added since, compact
+                stats = table.index_stats(existing[("video_id",)])
                 if stats is not None and stats.num_unindexed_rows > 0:
                     table.optimize()
                     done.append(f"optimize ({stats.num_unindexed_rows} new rows indexed)")
@@ -207,7 +234,7 @@ class MemoryStore:
 
 def _check_dims(have: pa.Schema, want: pa.Schema, db: str) -> None:
     problems = []
-    for name in ("indicator", "memory", "memory_scale"):
+    for name in ("archive_key", "memory", "memory_scale"):
         if name not in have.names:
             problems.append(f"column {name} is missing")
             continue
@@ -221,27 +248,22 @@ def _check_dims(have: pa.Schema, want: pa.Schema, db: str) -> None:
         )
 
 
-def _sub_vectors(dim: int) -> int:
-    """PQ sub-vectors: the largest divisor of dim not above dim / 8 (8-d sub-vectors)."""
-    return next(s for s in range(max(1, dim // 8), 0, -1) if dim % s == 0)
-
-
 def _memory_batch(
     records: list[MemoryRecord], encoder: str, meta: dict[str, VideoTask], schema: pa.Schema
 ) -> pa.Table:
-    q_dim = schema.field("indicator").type.list_size
+    width = schema.field("archive_key").type.list_size
     m = schema.field("memory_scale").type.list_size
     md = schema.field("memory").type.list_size
     missing = sorted({r.video_id for r in records} - meta.keys())
     if missing:
         raise StorageError(f"no VideoTask given for videos {missing[:5]}")
-    indicators = np.stack([np.asarray(r.indicator, np.float32).reshape(-1) for r in records])
+    keys = np.stack([np.asarray(r.archive_key, np.float32).reshape(-1) for r in records])
     memories = [np.asarray(r.memory, np.float32) for r in records]
     bad = next((mem.shape for mem in memories if mem.shape != (m, md // m)), None)
-    if indicators.shape[1] != q_dim or bad is not None:
+    if keys.shape[1] != width or bad is not None:
         raise StorageError(
-            f"records do not fit the {MEMORIES} table: indicator dim {indicators.shape[1]} "
-            f"(table {q_dim}), memory {bad or memories[0].shape} (table {(m, md // m)})"
+            f"records do not fit the {MEMORIES} table: archive key width {keys.shape[1]} "
+            f"(table {width}), memory {bad or memories[0].shape} (table {(m, md // m)})"
         )
     quantised = [quantize_tokens(mem) for mem in memories]
     tokens = np.concatenate([q for q, _ in quantised])  # (N*M*D,) int8
@@ -254,7 +276,7 @@ def _memory_batch(
         "uri": [t.uri for t in tasks],
         "t_start": [float(r.t_start) for r in records],
         "t_end": [float(r.t_end) for r in records],
-        "indicator": pa.FixedSizeListArray.from_arrays(pa.array(indicators.reshape(-1)), q_dim),
+        "archive_key": pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), width),
         "memory": pa.FixedSizeListArray.from_arrays(pa.array(tokens), md),
         "memory_scale": pa.FixedSizeListArray.from_arrays(pa.array(scales), m),
         "archive": [t.archive for t in tasks],
@@ -270,16 +292,12 @@ def _memory_batch(
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _decode_memories(rows: pa.Table, m: int) -> dict[tuple[str, int], np.ndarray]:
-    if rows.num_rows == 0:
-        return {}
+def memory_array(rows: pa.Table) -> np.ndarray:
+    """The dequantised memories of rows holding ``memory`` and ``memory_scale``: (N, M, D)."""
+    m = rows.schema.field("memory_scale").type.list_size
+    n = rows.num_rows
+    if n == 0:
+        return np.zeros((0, m, 0), dtype=np.float32)
     tokens = rows["memory"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
     scales = rows["memory_scale"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    n = rows.num_rows
-    tokens = tokens.reshape(n, -1)  # (N, M*D)
-    scales = scales.reshape(n, m)  # (N, M)
-    keys = zip(rows["video_id"].to_pylist(), rows["clip_index"].to_pylist(), strict=True)
-    return {
-        (vid, int(ci)): dequantize_tokens(tokens[i], scales[i], m)
-        for i, (vid, ci) in enumerate(keys)
-    }
+    return dequantize_tokens(tokens.reshape(n, m, -1), scales.reshape(n, m, 1))

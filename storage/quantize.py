@@ -24,7 +24,8 @@ def quantize_tokens(memory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q.reshape(-1), scales.astype(np.float32)
 
 
-def dequantize_tokens(flat: np.ndarray, scales: np.ndarray, m: int) -> np.ndarray:
-    """int8 flat (M*D,) + scales (M,) -> (M, D) float32."""
-    q = np.asarray(flat, dtype=np.int8).reshape(m, -1)  # (M, D)
-    return q.astype(np.float32) * np.asarray(scales, dtype=np.float32).reshape(m, 1)
+def dequantize_tokens(tokens: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """int8 tokens (..., M, D) + their scales (..., M, 1) -> (..., M, D) float32."""
+    return np.asarray(tokens, dtype=np.int8).astype(np.float32) * np.asarray(
+        scales, dtype=np.float32
+    )

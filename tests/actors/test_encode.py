@@ -46,7 +46,7 @@ def test_batched_across_videos_equals_one_video_at_a_time(stage):
         for record in step:
             ref = alone_by_key[(record.video_id, record.clip_index)]
             np.testing.assert_allclose(record.memory, ref.memory, atol=1e-4)
-            np.testing.assert_allclose(record.indicator, ref.indicator, atol=1e-4)
+            np.testing.assert_allclose(record.archive_key, ref.archive_key, atol=1e-4)
 
 
 def test_memory_is_carried_from_clip_to_clip(stage):
@@ -60,7 +60,7 @@ def test_memory_is_carried_from_clip_to_clip(stage):
     stage.release(["a", "b"])
     assert not np.allclose(rec_a.memory, rec_b.memory, atol=1e-4)
     assert rec_a.memory.shape == (stage.model.memory_tokens, stage.model.hidden_size)
-    assert np.linalg.norm(rec_a.indicator) == pytest.approx(1.0, abs=1e-4)
+    assert np.linalg.norm(rec_a.archive_key) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_out_of_order_clips_are_refused(stage):

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from actors.encode import EncodeStage
-from actors.query import CLIP_COLUMNS, QueryStage
+from actors.query import QueryStage
+from actors.video_stage import CLIP_COLUMNS
 from actors.writer import MemoryWriter
 from checkpoints.registry import resolve_checkpoint
-from models.select import condition_parts, select_clips
+from models.select import archive_key_width, condition_parts, select_clips
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import Clip, Question, VideoOutcome, VideoTask
-from storage.memories import MemoryStore, encoder_scope
+from storage.memories import MemoryStore, encoder_scope, memory_array
 
 ENCODER, OTHER = "tiny-test@0", "another-model@1"
 CLIPS = {"/archive/a.mp4": 6, "/archive/b.mp4": 3, "/archive/c.mp4": 2}  # c: fewer than K
@@ -41,7 +42,7 @@ def archive(tmp_path_factory) -> tuple[str, StorageConfig]:
     encode.setup()
     model = encode.model
     storage = StorageConfig(db=str(root / "db"), commit_videos=1)
-    dims = (model.indicator_width, model.memory_tokens, model.hidden_size)
+    dims = (archive_key_width(model.indicator_dim), model.memory_tokens, model.hidden_size)
     writer = MemoryWriter(storage, ENCODER, dims)
     everything, tasks = [], {}
     for seed, (uri, n) in enumerate(CLIPS.items()):
@@ -80,15 +81,14 @@ def test_k_clips_per_video_in_time_order_as_select_clips_picks(archive):
     for uri, clips in videos.items():
         indices = [c.clip_index for c in clips]
         assert len(indices) == min(K, CLIPS[uri]) and indices == sorted(indices)
-        rows = stage.store.scan(encoder_scope(ENCODER, f"uri = '{uri}'"), CLIP_COLUMNS)
-        rows = sorted(rows.to_pylist(), key=lambda r: r["clip_index"])
-        last = stage.store.fetch_memories([(rows[-1]["video_id"], len(rows) - 1)], ENCODER)
+        rows = stage.store.scan(
+            encoder_scope(ENCODER, f"uri = '{uri}'"), ["clip_index", *CLIP_COLUMNS]
+        )
+        rows = rows.sort_by("clip_index")
+        memories = torch.from_numpy(memory_array(rows))  # (N, M, D), as stored
         with torch.no_grad():
-            memory = torch.from_numpy(next(iter(last.values())))[None]
-            queries = condition_parts(stage.model, torch.from_numpy(parts[:1]), memory)
-            indicators = torch.tensor(
-                np.stack([r["indicator"] for r in rows]), dtype=torch.float32
-            )[None]
+            queries = condition_parts(stage.model, torch.from_numpy(parts[:1]), memories[-1:])
+            indicators = stage.model.streaming.indicators(memories)[None]  # (1, N, G*Q)
             index, fit = select_clips(queries, indicators, K)
         assert indices == [j for j in index[0].tolist() if j >= 0]
         np.testing.assert_allclose([c.score for c in clips], fit[0, : len(clips)], rtol=1e-6)

@@ -327,7 +327,7 @@ def test_real_stages_batched_across_videos_match_one_video_at_a_time(checkpoint,
         for got, want in zip(records, reference, strict=True):
             assert (got.t_start, got.t_end) == (want.t_start, want.t_end)
             np.testing.assert_allclose(got.memory, want.memory, atol=1e-4)
-            np.testing.assert_allclose(got.indicator, want.indicator, atol=1e-4)
+            np.testing.assert_allclose(got.archive_key, want.archive_key, atol=1e-4)
 
 
 def _counting(encode_step, sizes: list[int]):

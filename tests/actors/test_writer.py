@@ -15,7 +15,7 @@ from storage.catalog import Catalog
 from storage.db import open_table
 from storage.memories import MemoryStore
 
-Q, M, D = 8, 2, 4  # indicator width, memory tokens, hidden size of the fake encoder
+Q, M, D = 16, 2, 4  # archive key width, memory tokens, hidden size of the fake encoder
 ENCODER = "fake-enc@1"
 
 
@@ -25,11 +25,9 @@ def done(name: str, n_clips: int, seed: int = 0) -> tuple[VideoOutcome, list[Mem
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n_clips):
-        indicator = rng.normal(size=Q).astype(np.float32)
+        key = rng.normal(size=Q).astype(np.float32)
         memory = rng.normal(size=(M, D)).astype(np.float32)
-        records.append(
-            MemoryRecord(task.video_id, i, 4.0 * i, 4.0 * (i + 1), indicator / 3.0, memory)
-        )
+        records.append(MemoryRecord(task.video_id, i, 4.0 * i, 4.0 * (i + 1), key / 3.0, memory))
     return VideoOutcome(task, "done", n_clips=n_clips), records
 
 

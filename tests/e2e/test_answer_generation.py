@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.ingest import ingest_flow
 from flows.train import train_flow
+from models.select import archive_key_width
 from models.vmem import VMemModel
 from schemas.config import ModelConfig
 from schemas.train_config import TrainConfig
@@ -53,14 +54,14 @@ def test_ask_answer_with_a_smoke_trained_model(tmp_path, trained, ray_local, mak
     assert len(answers) == 1
     tokens = tokenize_answer(answers.pop())  # numbers come back joined: "12", "16-48"
     assert tokens and set(tokens) <= set(answer_vocabulary())
-    # a trained default stores one indicator per memory token (M*Q floats per clip), and the
-    # SQL API's relevance() searches them with the question repeated M times
+    # a trained default reads one indicator per memory token; the table stores each clip's
+    # archive key (their mean, lifted to the unit sphere), which relevance() searches
     model = VMemModel.from_pretrained(checkpoint)
     assert model.config.per_token_indicators
     table = lancedb.connect(cfg.storage.db).open_table("memories")
-    assert (
-        table.schema.field("indicator").type.list_size == model.indicator_dim * model.memory_tokens
-    )
+    width = table.schema.field("archive_key").type.list_size
+    assert width == archive_key_width(model.indicator_dim)
+    assert "indicator" not in table.schema.names
     statement = "SELECT clip_index, score FROM memories ORDER BY relevance('a red circle') LIMIT 5"
     found = CliRunner().invoke(
         app, ["sql", statement, "--db", cfg.storage.db, "--model", checkpoint, "--json"]
@@ -118,7 +119,7 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
     import numpy as np
     import torch
 
-    from actors.query import CLIP_COLUMNS, QueryStage
+    from actors.query import QueryStage
     from actors.runtime import bind_model
     from models.select import selection_parts
     from schemas.records import Question
@@ -137,7 +138,7 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
     ]
     results = stage.select([Question(question=q) for q in questions])
     rows = sorted(
-        stage.store.scan(encoder_scope(bound.encoder), CLIP_COLUMNS).to_pylist(),
+        stage.store.scan(encoder_scope(bound.encoder), ["video_id", "clip_index"]).to_pylist(),
         key=lambda r: r["clip_index"],
     )
     assert len(rows) == 7
@@ -145,9 +146,9 @@ def test_query_stage_selects_as_the_model_does_with_offered_alternatives(
         [(r["video_id"], r["clip_index"]) for r in rows], bound.encoder
     )
     memories = torch.from_numpy(np.stack([stored[(r["video_id"], r["clip_index"])] for r in rows]))
-    indicators = torch.tensor(np.stack([r["indicator"] for r in rows]), dtype=torch.float32)
     n, k = len(questions), cfg.query.top_k
     with torch.no_grad():
+        indicators = stage.model.streaming.indicators(memories)  # read back as the stage does
         queries = selection_parts(stage.model, questions, memories[-1:].expand(n, -1, -1))
         _, index, _ = select_memories(
             queries, indicators.expand(n, -1, -1), memories.expand(n, -1, -1, -1), k, False

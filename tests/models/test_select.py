@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from checkpoints.registry import build_default_model
 from models.select import (
     VideoStageConditioner,
+    archive_key_width,
+    archive_keys,
     archive_queries,
     clip_scores,
     condition_parts,
@@ -198,14 +200,33 @@ def test_condition_parts_condition_each_part_on_its_own_video(model):
     assert not torch.allclose(out, parts)
 
 
-def test_archive_queries_repeat_the_question_once_per_indicator(model, per_token_model):
-    questions = np.random.default_rng(0).standard_normal((2, model.indicator_dim))
-    assert np.array_equal(archive_queries(questions, model.config), questions)  # one indicator
-    tiled = archive_queries(questions, per_token_model.config)
-    assert tiled.shape == (2, per_token_model.config.indicator_width)
-    for j in range(per_token_model.memory_tokens):
-        width = per_token_model.indicator_dim
-        assert np.array_equal(tiled[:, j * width : (j + 1) * width], questions)
+def test_archive_keys_rank_clips_as_the_question_repeated_per_token(per_token_model):
+    """cosine(query, key) is exactly the cosine of the question repeated M times to the M
+    token indicators side by side: the archive stage ranks as it always did."""
+    rng = np.random.default_rng(0)
+    q_dim, m = per_token_model.indicator_dim, per_token_model.memory_tokens
+    tokens = rng.standard_normal((50, m, q_dim))
+    indicators = (tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)).reshape(50, -1)
+    questions = rng.standard_normal((3, q_dim))
+    questions /= np.linalg.norm(questions, axis=-1, keepdims=True)
+    keys, queries = archive_keys(indicators, q_dim), archive_queries(questions)
+    assert keys.shape == (50, archive_key_width(q_dim)) and keys.shape[1] % 16 == 0
+    np.testing.assert_allclose(np.linalg.norm(keys, axis=1), 1.0, atol=1e-5)
+    cosine = (queries @ keys.T) / np.linalg.norm(queries, axis=1, keepdims=True)
+    tiled = np.tile(questions, (1, m))
+    repeated = (tiled @ indicators.T) / (
+        np.linalg.norm(tiled, axis=1, keepdims=True) * np.linalg.norm(indicators, axis=1)
+    )
+    np.testing.assert_allclose(cosine, repeated, atol=1e-5)
+
+
+def test_archive_keys_of_one_indicator_are_the_indicator(model):
+    rng = np.random.default_rng(1)
+    indicators = rng.standard_normal((4, model.indicator_dim))
+    indicators /= np.linalg.norm(indicators, axis=1, keepdims=True)
+    keys = archive_keys(indicators, model.indicator_dim)
+    np.testing.assert_allclose(keys[:, : model.indicator_dim], indicators, atol=1e-6)
+    np.testing.assert_allclose(keys[:, model.indicator_dim :], 0.0, atol=1e-3)
 
 
 def test_part_scores_are_each_part_s_clip_scores():

@@ -13,7 +13,7 @@ from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoTask
 from storage.memories import MemoryStore
 
-Q, M, D = 8, 2, 4  # indicator dim, memory tokens, hidden size of the fake encoder
+Q, M, D = 16, 2, 4  # archive key width, memory tokens, hidden size of the fake encoder
 ENCODER = "fake-enc@1"
 
 
@@ -32,14 +32,14 @@ def fake_records(task: VideoTask, n_clips: int, seed: int = 0) -> list[MemoryRec
     rng = np.random.default_rng(seed)
     records = []
     for i in range(n_clips):
-        indicator = rng.normal(size=Q).astype(np.float32)
+        key = rng.normal(size=Q).astype(np.float32)
         records.append(
             MemoryRecord(
                 video_id=task.video_id,
                 clip_index=i,
                 t_start=16.0 * i,
                 t_end=16.0 * (i + 1),
-                indicator=indicator / np.linalg.norm(indicator),
+                archive_key=key / np.linalg.norm(key),
                 memory=rng.normal(size=(M, D)).astype(np.float32),
             )
         )

@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_ensure_memories_checks_dims(store, local_cfg, fake):
     store.ensure_memories(fake.Q, fake.M, fake.D)  # same dims: fine
     other = MemoryStore(local_cfg)
-    with pytest.raises(StorageError, match="indicator has 8 values per row, the encoder needs 16"):
-        other.ensure_memories(16, fake.M, fake.D)
+    with pytest.raises(
+        StorageError, match="archive_key has 16 values per row, the encoder needs 32"
+    ):
+        other.ensure_memories(32, fake.M, fake.D)
     with pytest.raises(StorageError, match="memory_scale has 2 values"):
         other.ensure_memories(fake.Q, 3, fake.D)
 
@@ -50,7 +52,7 @@ def test_batch_search_with_filter(store, make_batch, fake):
     news, news_meta = make_batch({"n1": 3, "n2": 3}, archive="news")
     sport, sport_meta = make_batch({"s1": 3}, archive="sport", seed=7)
     store.write_memories(news + sport, fake.encoder, news_meta | sport_meta)
-    queries = np.stack([news[4].indicator, sport[1].indicator])  # (2, Q)
+    queries = np.stack([news[4].archive_key, sport[1].archive_key])  # (2, Q)
     hits = store.search(queries, "archive = 'news'", 2, ["video_id", "clip_index", "archive"])
     assert hits.column_names == ["query_index", "video_id", "clip_index", "archive", "score"]
     assert sorted(hits["query_index"].to_pylist()) == [0, 0, 1, 1]
@@ -62,7 +64,7 @@ def test_batch_search_with_filter(store, make_batch, fake):
     assert top_sport["video_id"][0].as_py() == sport[1].video_id
     assert top_sport["query_index"].to_pylist() == [0]
     wider = np.tile(queries, (1, 8))  # a per-token model's query over a mean model's table
-    with pytest.raises(StorageError, match=f"indicators of {fake.Q} values, but this model"):
+    with pytest.raises(StorageError, match=f"archive keys of {fake.Q} values, but this model"):
         store.search(wider, None, 2)
 
 
@@ -103,17 +105,27 @@ def test_write_rejects_wrong_shapes(store, make_batch, fake):
 def test_create_indexes(store, make_batch, fake):
     records, meta = make_batch({f"v{i}": 10 for i in range(30)})
     store.write_memories(records, fake.encoder, meta)
-    assert store.create_indexes(min_rows=10_000) == ["index video_id"]
-    assert store.create_indexes(min_rows=200) == ["index indicator"]
-    kinds = {tuple(ix.columns): ix.index_type for ix in store.table.list_indices()}
-    assert kinds == {("video_id",): "BTree", ("indicator",): "IvfPq"}
-    hits = store.search(records[5].indicator, None, 3, ["video_id"])
+    scalar = ["index video_id", "index encoder", "index archive", "index recorded_at", "index tags"]
+    assert store.create_indexes(min_rows=10_000) == scalar  # no ANN index below min_rows
+    assert store.create_indexes(min_rows=200) == ["index archive_key"]
+    kinds = {ix.columns[0]: ix.index_type for ix in store.table.list_indices()}
+    assert kinds == {
+        "video_id": "BTree",
+        "encoder": "Bitmap",
+        "archive": "Bitmap",
+        "recorded_at": "BTree",
+        "tags": "LabelList",
+        "archive_key": "IvfPq",
+    }
+    hits = store.search(records[5].archive_key, None, 3, ["video_id"])
     assert hits.num_rows == 3
     assert store.create_indexes(min_rows=200) == []  # nothing new: nothing to do
     more, more_meta = make_batch({"late": 5})
     store.write_memories(more, fake.encoder, more_meta)
+    late = store.search(more[2].archive_key, None, 1, ["video_id", "clip_index"]).to_pylist()
+    assert late[0]["clip_index"] == 2  # new rows are searched before they are indexed
     assert store.create_indexes(min_rows=200) == ["optimize (5 new rows indexed)"]
-    stats = store.table.index_stats("indicator_idx")
+    stats = store.table.index_stats("archive_key_idx")
     assert stats.num_unindexed_rows == 0 and stats.num_indexed_rows == 305
 
 

@@ -12,7 +12,7 @@ def test_round_trip_error_is_within_half_a_step():
     flat, scales = quantize_tokens(memory)
     assert flat.dtype == np.int8 and flat.shape == (6 * 32,)
     assert scales.dtype == np.float32 and scales.shape == (6,)
-    restored = dequantize_tokens(flat, scales, 6)
+    restored = dequantize_tokens(flat.reshape(6, 32), scales.reshape(6, 1))
     assert restored.shape == (6, 32) and restored.dtype == np.float32
     bound = scales[:, None] / 2 + 1e-6 * np.abs(memory).max(axis=1, keepdims=True)
     assert np.all(np.abs(restored - memory) <= bound)
@@ -25,7 +25,9 @@ def test_zero_tokens_stay_zero():
     memory[1] = [1, -2, 0, 0.5]
     flat, scales = quantize_tokens(memory)
     assert scales[0] == 0 and np.all(flat[:4] == 0)
-    np.testing.assert_allclose(dequantize_tokens(flat, scales, 2)[1], memory[1], atol=2 / 254)
+    np.testing.assert_allclose(
+        dequantize_tokens(flat.reshape(2, 4), scales.reshape(2, 1))[1], memory[1], atol=2 / 254
+    )
 
 
 def test_rejects_bad_input():

@@ -89,7 +89,7 @@ def test_memory_store_and_catalog_on_s3(s3_server, s3_bucket, make_batch, fake):
     store.write_memories(records, fake.encoder, meta)
     assert store.count() == 4
 
-    hits = store.search(records[3].indicator, "archive = 'news'", 1, ["video_id", "clip_index"])
+    hits = store.search(records[3].archive_key, "archive = 'news'", 1, ["video_id", "clip_index"])
     assert (hits["video_id"][0].as_py(), hits["clip_index"][0].as_py()) == (
         records[3].video_id,
         records[3].clip_index,

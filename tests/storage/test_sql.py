@@ -98,13 +98,13 @@ def test_relevance_executes_as_filtered_vector_search(filled):
         "SELECT video_id, clip_index, score FROM memories WHERE archive = 'news' "
         "ORDER BY relevance('anything') LIMIT 3"
     )
-    result = execute(store, q, sport[0].indicator)  # nearest overall is sport: filtered out
+    result = execute(store, q, sport[0].archive_key)  # nearest overall is sport: filtered out
     assert result.column_names == ["video_id", "clip_index", "score"]
     assert result.num_rows == 3
     assert sport[0].video_id not in result["video_id"].to_pylist()
     scores = result["score"].to_pylist()
     assert scores == sorted(scores, reverse=True)
-    exact = execute(store, q, news[1].indicator).to_pylist()[0]
+    exact = execute(store, q, news[1].archive_key).to_pylist()[0]
     assert (exact["video_id"], exact["clip_index"]) == (news[1].video_id, 1)
     assert exact["score"] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(SqlError, match="needs the question encoded"):
@@ -115,7 +115,7 @@ def test_relevance_then_column_reorders_the_top_rows(filled):
     store, news, _ = filled
     q = compile_sql("SELECT clip_index FROM memories ORDER BY video_id, relevance('q') LIMIT 7")
     assert q.order_by == [("video_id", False), ("score", True)]
-    assert execute(store, q, news[0].indicator).num_rows == 7
+    assert execute(store, q, news[0].archive_key).num_rows == 7
 
 
 def test_videos_table_query(filled):
