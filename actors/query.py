@@ -59,10 +59,10 @@ class QueryStage:
     def _select_all(self, questions: list[Question], with_memory: bool) -> list[QueryResult]:
         self.setup()
         results = [QueryResult(q.question, q.id) for q in questions]
-        filters: dict[int, str] = {}
+        filters: dict[int, str | None] = {}  # question -> its compiled WHERE
         for i, q in enumerate(questions):
             try:
-                filters[i] = self._filter(q.where)
+                filters[i] = compile_where(q.where) if q.where else None
             except SqlError as exc:
                 results[i].error = StageError("where", str(exc))
         if not filters:
@@ -81,8 +81,8 @@ class QueryStage:
         return results
 
     @staticmethod
-    def _group_by_filter(filters: dict[int, str]) -> dict[str, list[int]]:
-        groups: dict[str, list[int]] = {}
+    def _group_by_filter(filters: dict[int, str | None]) -> dict[str | None, list[int]]:
+        groups: dict[str | None, list[int]] = {}
         for i, where in filters.items():
             groups.setdefault(where, []).append(i)
         return groups
@@ -91,15 +91,18 @@ class QueryStage:
         self,
         vectors: np.ndarray,
         parts: np.ndarray,
-        where: str,
+        where: str | None,
         ks: list[int],
         with_memory: bool,
     ) -> list[list[SelectedClip]]:
         """Questions of one pre-filter: archive stage (candidate videos), video stage (each
-        video's K clips), then the best ``max_videos`` videos of each question."""
+        video's K clips), then the best ``max_videos`` videos of each question. The archive
+        stage leaves the encoder out of its pre-filter while the table holds only this
+        encoder's clips; the video stage always reads this encoder's clips only."""
+        own = encoder_scope(self.encoder, where)
         hits = self.store.search(
             archive_queries(vectors),
-            where,
+            where if self.store.holds_only(self.encoder) else own,
             self.cfg.candidates,
             ["video_id"],
             nprobes=self.cfg.nprobes,
@@ -109,7 +112,7 @@ class QueryStage:
         wanted = list(dict.fromkeys(v for videos in candidates for v in videos))
         if not wanted:
             return [[] for _ in candidates]
-        clips = VideoClips.fetch(self.store, self.model, wanted, where)
+        clips = VideoClips.fetch(self.store, self.model, wanted, own)
         per_question = select_in_videos(self.model, parts, candidates, clips, ks)
         out = []
         for videos in per_question:
@@ -182,10 +185,6 @@ class QueryStage:
         return execute(self.store, compiled, vector)
 
     # ---- helpers -------------------------------------------------------------------------
-    def _filter(self, where: str | None) -> str:
-        """A question's WHERE (raises SqlError) within this encoder's rows."""
-        return encoder_scope(self.encoder, compile_where(where) if where else None)
-
     def _embed_questions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """One question-encoder pass over every distinct text: each question (B, Q), for
         the archive stage, and its selection queries (B, A, Q), for the video stage (an

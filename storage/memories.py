@@ -7,6 +7,7 @@ from two processes can still duplicate rows, so every writer goes through ``writ
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,9 +27,15 @@ log = logging.getLogger(__name__)
 
 
 IVF_MIN_ROWS = 10_000  # below this a flat (exact) search is fast enough and PQ trains badly
-NPROBES = 40  # IVF partitions searched per query (BENCHMARKS.md, "Selection at scale")
+# the archive keys' IVF_PQ, chosen from measurements at 1M clips (BENCHMARKS.md, "Selection
+# at scale"): 2-d sub-vectors of 4-bit codes build in seconds, and 40 probes with 20x exact
+# re-ranking find the exact top 10 (recall@10 >= 0.99) in under a third of the time of a
+# tuned IVF_PQ over the 512-d token indicators
+PQ_DIMS, PQ_BITS = 2, 4
+NPROBES = 40  # IVF partitions searched per query
 REFINE_FACTOR = 20  # PQ candidates re-ranked by their exact keys, per result row
 MEMORY_COLUMNS = ["memory", "memory_scale"]
+ENCODER_CHECK_S = 30.0  # how long ``holds_only``'s answer is trusted
 # the scalar index of each column a question's WHERE (or the encoder scope) filters on
 SCALAR_INDEXES = {
     "video_id": "BTREE",
@@ -54,6 +61,7 @@ class MemoryStore:
         self.db = db if db is not None else connect(cfg)
         self._table: Any | None = None
         self._key_width: int | None = None
+        self._only: tuple[str, bool, float] | None = None  # (encoder, holds only it, when)
 
     @property
     def key_width(self) -> int:
@@ -199,10 +207,10 @@ class MemoryStore:
 
     def create_indexes(self, min_rows: int = IVF_MIN_ROWS) -> list[str]:
         """Best effort: a scalar index on every column questions filter on, and IVF_PQ
-        (cosine, 4-d sub-vectors) on the archive keys once the table has ``min_rows`` rows;
-        when the indexes exist, ``optimize`` compacts the small fragments of many commits and
-        folds new rows into every index (until then new rows are searched exactly, beside
-        the index). Returns what was done; failures are logged (indexes only speed up)."""
+        (cosine, ``PQ_DIMS``-d sub-vectors) on the archive keys once the table has
+        ``min_rows`` rows; when the indexes exist, ``optimize`` compacts the small fragments
+        of many commits and folds new rows into every index (until then new rows are
+        searched exactly, beside the index). Returns what was done; failures are logged."""
         table = self.table
         if table.count_rows() == 0:
             return []
@@ -214,7 +222,11 @@ class MemoryStore:
                     table.create_scalar_index(column, index_type=kind)
                     done.append(f"index {column}")
             if ("archive_key",) not in existing and table.count_rows() >= min_rows:
-                config = IvfPq(distance_type="cosine", num_sub_vectors=self.key_width // 4)
+                config = IvfPq(
+                    distance_type="cosine",
+                    num_sub_vectors=self.key_width // PQ_DIMS,
+                    num_bits=PQ_BITS,
+                )
                 table.create_index("archive_key", config=config)
                 done.append("index archive_key")
             if not done:  # every index exists: fold in the rows added since, compact
@@ -225,6 +237,16 @@ class MemoryStore:
         except Exception as exc:  # noqa: BLE001 - an index is an optimisation only
             log.warning("could not refresh the indexes of %s: %s", self.cfg.db, exc)
         return done
+
+    def holds_only(self, encoder: str) -> bool:
+        """Whether every stored clip is ``encoder``'s (the BITMAP index answers; the answer
+        is kept ``ENCODER_CHECK_S``). The archive stage then searches without the encoder
+        predicate, a pre-filter that costs more than the search itself at 1M clips."""
+        now = time.monotonic()
+        if self._only is None or self._only[0] != encoder or now - self._only[2] > ENCODER_CHECK_S:
+            others = self.table.count_rows(f"encoder != {sql_literal(encoder)}")
+            self._only = (encoder, others == 0, now)
+        return self._only[1]
 
     def count(self, table: str = MEMORIES) -> int:
         """Rows in a table of this database (0 when it does not exist)."""

@@ -132,9 +132,11 @@ def test_each_question_s_k_is_honoured(archive):
 
 def test_selection_and_sql_see_only_the_stage_s_encoder(archive):
     stage = _stage(archive)
-    assert stage._filter(None) == encoder_scope(ENCODER) == f"encoder = '{ENCODER}'"
-    assert stage._filter("uri = 'x'") == encoder_scope(ENCODER, "uri = 'x'")
+    assert encoder_scope(ENCODER) == f"encoder = '{ENCODER}'"
+    assert encoder_scope(ENCODER, "uri = 'x'") == f"(uri = 'x') AND encoder = '{ENCODER}'"
     assert encoder_scope("it's") == "encoder = 'it''s'"  # quoted as a SQL literal
+    stage.setup()
+    assert not stage.store.holds_only(ENCODER)  # the archive holds OTHER's rows too
     rows = stage.sql("SELECT encoder, video_id FROM memories LIMIT 50").to_pylist()  # default 10
     assert len(rows) == sum(CLIPS.values()) and {r["encoder"] for r in rows} == {ENCODER}
     ranked = "ORDER BY relevance('a red circle') LIMIT 50"

@@ -167,3 +167,13 @@ def test_two_processes_writing_the_same_keys_do_not_duplicate(local_cfg):
     written = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert MemoryStore(local_cfg).count() == written[0] == 12
+
+
+def test_holds_only_tells_whether_one_encoder_wrote_every_row(store, make_batch, fake):
+    records, meta = make_batch({"v1": 2})
+    store.write_memories(records, fake.encoder, meta)
+    assert not store.holds_only("other") and store.holds_only(fake.encoder)
+    store.write_memories(records, "other", meta)
+    assert store.holds_only(fake.encoder)  # the answer is trusted for ENCODER_CHECK_S
+    store._only = None  # (as after ENCODER_CHECK_S)
+    assert not store.holds_only(fake.encoder)
