@@ -15,7 +15,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import IvfPq
+from lancedb.index import Bitmap, BTree, IvfPq, LabelList
 
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoTask
@@ -38,11 +38,11 @@ MEMORY_COLUMNS = ["memory", "memory_scale"]
 ENCODER_CHECK_S = 30.0  # how long ``holds_only``'s answer is trusted
 # the scalar index of each column a question's WHERE (or the encoder scope) filters on
 SCALAR_INDEXES = {
-    "video_id": "BTREE",
-    "encoder": "BITMAP",
-    "archive": "BITMAP",
-    "recorded_at": "BTREE",
-    "tags": "LABEL_LIST",
+    "video_id": BTree,
+    "encoder": Bitmap,
+    "archive": Bitmap,
+    "recorded_at": BTree,
+    "tags": LabelList,
 }
 
 
@@ -219,7 +219,7 @@ class MemoryStore:
         try:
             for column, kind in SCALAR_INDEXES.items():
                 if (column,) not in existing:
-                    table.create_scalar_index(column, index_type=kind)
+                    table.create_index(column, config=kind())
                     done.append(f"index {column}")
             if ("archive_key",) not in existing and table.count_rows() >= min_rows:
                 config = IvfPq(
