@@ -15,6 +15,7 @@ from actors.query import make_query_pool
 from actors.runtime import BoundModel, bind_model, ensure_ray
 from schemas.config import VMemConfig
 from schemas.records import AnswerReport, QueryResult, Question, StageError
+from storage.archive import ArchiveError, read_file
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -31,20 +32,23 @@ RESULT_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-QUESTIONS_PER_CALL = 32
+QUESTIONS_PER_CALL = 256  # per query-actor call: the stage batches them end to end
 
 
 class QuestionFileError(ValueError):
     """The question file as a whole cannot be read."""
 
 
-def read_questions(path: str) -> list[Question | QueryResult]:
-    """Parse a JSONL batch: each line a Question, or a failed result naming the bad line."""
+def read_questions(
+    path: str, storage_options: dict[str, str] | None = None
+) -> list[Question | QueryResult]:
+    """Parse a JSONL batch (a local path or an s3:// object): each line a Question, or a
+    failed result naming the bad line."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise QuestionFileError(f"question file not found: {path}") from exc
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        lines = read_file(path, storage_options).decode("utf-8").splitlines()
+    except ArchiveError as exc:
+        raise QuestionFileError(f"question file: {exc}") from exc
+    except UnicodeDecodeError as exc:
         raise QuestionFileError(f"question file {path} is not UTF-8 JSONL text: {exc}") from exc
     items: list[Question | QueryResult] = []
     for number, line in enumerate(lines, start=1):
@@ -112,7 +116,7 @@ def answer_flow(
 
     ``bound``: the model already bound to ``config`` (by the CLI); None binds it here."""
     started = time.perf_counter()
-    items = read_questions(questions_path)
+    items = read_questions(questions_path, config.storage.storage_options)
     questions = [q for q in items if isinstance(q, Question)]
     if bound is None:
         bound = bind_model(config)

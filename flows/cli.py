@@ -131,7 +131,9 @@ def ask(
 @app.command()
 @shared_options(*PIPELINE_OPTIONS)
 def answer(
-    questions: Annotated[Path, typer.Argument(help='JSONL: one {"question": ...} per line')],
+    questions: Annotated[
+        str, typer.Argument(help='JSONL, one {"question": ...} per line: a path or s3://bucket/key')
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="results .parquet")],
     opts: RunOptions,
     generate: Annotated[
@@ -147,7 +149,7 @@ def answer(
     if generate and not (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file():
         _fail(f"the model {bound.checkpoint} has no answerer: train one with `vmem train`")
     try:
-        report = answer_flow(str(questions), str(output), cfg, generate, bound=bound)
+        report = answer_flow(questions, str(output), cfg, generate, bound=bound)
     except QuestionFileError as exc:
         _fail(str(exc))
     console.print(

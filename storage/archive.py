@@ -112,6 +112,24 @@ def _s3_error(exc: Exception, uri: str, storage_options: dict[str, Any] | None) 
     return ArchiveError(f"s3 error on {uri} (endpoint {endpoint}): {exc}")
 
 
+def read_file(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The bytes of a small file (a question batch, say): a local path or an S3 object."""
+    if not is_s3(uri):
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"file not found: {uri}") from exc
+        except IsADirectoryError as exc:
+            raise ArchiveError(f"{uri} is a folder, not a file") from exc
+        except PermissionError as exc:
+            raise ArchiveError(f"permission denied: {uri}") from exc
+    bucket, key = split_s3(uri)
+    try:
+        return s3_client(storage_options).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(exc, uri, storage_options) from exc
+
+
 def open_video(uri: str, storage_options: dict[str, Any] | None = None) -> str | io.BufferedReader:
     """A local path, or a seekable read-only stream over an S3 object (ranged GETs)."""
     if not is_s3(uri):

@@ -37,3 +37,19 @@ def test_result_rows_flatten_clips_and_errors():
     rows = result_rows(results).to_pylist()
     assert [r["rank"] for r in rows[:2]] == [0, 1] and rows[0]["t_start"] == 48.0
     assert rows[2]["error"] == "where: unknown column nope" and rows[2]["video_id"] is None
+
+
+def test_question_files_are_read_from_s3_too(s3_server, s3_bucket):
+    from storage.uri import s3_client
+
+    bucket = s3_bucket("questions")
+    client = s3_client(s3_server)
+    body = '{"question": "a?", "id": "q1"}\n{"question": "b?", "where": "t_start > 5"}\n'
+    client.put_object(Bucket=bucket, Key="batch/q.jsonl", Body=body.encode())
+    items = read_questions(f"s3://{bucket}/batch/q.jsonl", s3_server)
+    assert [(q.id, q.question, q.where) for q in items] == [
+        ("q1", "a?", None),
+        ("line-2", "b?", "t_start > 5"),
+    ]
+    with pytest.raises(QuestionFileError, match=f"object not found: s3://{bucket}/nope.jsonl"):
+        read_questions(f"s3://{bucket}/nope.jsonl", s3_server)
