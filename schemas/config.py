@@ -98,8 +98,11 @@ class QueryConfig(_Frozen):
     candidates: int = Field(64, ge=1, description="archive-stage ANN candidates (clips)")
     max_videos: int = Field(3, ge=1, description="videos returned per question")
     nprobes: int = Field(40, ge=1, description="IVF partitions the archive stage searches")
-    refine_factor: int = Field(
-        20, ge=1, description="archive-stage PQ candidates re-ranked exactly, per result"
+    refine_factor: int | None = Field(
+        None,
+        ge=1,
+        description="archive-stage PQ candidates re-ranked exactly, per result; None: "
+        "enough to re-rank 320 (storage.memories.RERANK_ROWS)",
     )
     num_actors: int = Field(2, ge=1, description="query actors in the pool")
 

@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 IVF_MIN_ROWS = 10_000  # below this a flat (exact) search is fast enough and PQ trains badly
 # the archive keys' IVF_PQ, chosen from measurements at 1M clips (BENCHMARKS.md, "Selection
-# at scale"): 2-d sub-vectors of 4-bit codes build in seconds, and 40 probes with 20x exact
-# re-ranking find the exact top 10 (recall@10 >= 0.99) in under a third of the time of a
-# tuned IVF_PQ over the 512-d token indicators
+# at scale"): 2-d sub-vectors of 4-bit codes build in seconds, and 40 probes with 320 rows
+# re-ranked exactly find the exact top 10 (recall@10 >= 0.99; the top 6 videos of 64 hits:
+# 1.0) in under a third of the time of a tuned IVF_PQ over the 512-d token indicators
 PQ_DIMS, PQ_BITS = 2, 4
 NPROBES = 40  # IVF partitions searched per query
-REFINE_FACTOR = 20  # PQ candidates re-ranked by their exact keys, per result row
+RERANK_ROWS = 320  # PQ candidates re-ranked by their exact keys, at least, per query
 MEMORY_COLUMNS = ["memory", "memory_scale"]
 ENCODER_CHECK_S = 30.0  # how long ``holds_only``'s answer is trusted
 # the scalar index of each column a question's WHERE (or the encoder scope) filters on
@@ -136,7 +136,7 @@ class MemoryStore:
         limit: int = 10,
         columns: Sequence[str] = ("video_id", "clip_index"),
         nprobes: int = NPROBES,
-        refine_factor: int = REFINE_FACTOR,
+        refine_factor: int | None = None,
     ) -> pa.Table:
         """Cosine search of (B, W) query vectors over the archive keys, WHERE as a pre-filter.
 
@@ -144,7 +144,8 @@ class MemoryStore:
         ``limit`` rows per query. Only the named columns are read (never the tokens unless
         asked: on object storage that is the difference between 50 ms and seconds). With the
         ANN index, ``nprobes`` IVF partitions are searched and ``limit * refine_factor`` PQ
-        candidates re-ranked by their exact keys; below it the search is exact."""
+        candidates re-ranked by their exact keys (None: enough for ``RERANK_ROWS``); below it
+        the search is exact."""
         queries = np.asarray(vectors, dtype=np.float32)
         if queries.ndim == 1:
             queries = queries[None, :]  # (1, W)
@@ -160,7 +161,7 @@ class MemoryStore:
             self.table.search(queries, vector_column_name="archive_key")
             .distance_type("cosine")
             .nprobes(int(nprobes))
-            .refine_factor(int(refine_factor))
+            .refine_factor(int(refine_factor or -(-RERANK_ROWS // max(1, int(limit)))))
             .limit(int(limit))
             .select([*wanted, "_distance"])
         )
