@@ -96,13 +96,13 @@ class QueryStage:
         with_memory: bool,
     ) -> list[list[SelectedClip]]:
         """Questions of one pre-filter: archive stage (candidate videos), video stage (each
-        video's K clips), then the best ``max_videos`` videos of each question. The archive
-        stage leaves the encoder out of its pre-filter while the table holds only this
-        encoder's clips; the video stage always reads this encoder's clips only."""
-        own = encoder_scope(self.encoder, where)
+        video's K clips), then the best ``max_videos`` videos of each question. Both leave
+        the encoder out of their filters while the table holds only this encoder's clips
+        (the predicate costs more than the search itself at 1M clips)."""
+        scope = where if self.store.holds_only(self.encoder) else encoder_scope(self.encoder, where)
         hits = self.store.search(
             archive_queries(vectors),
-            where if self.store.holds_only(self.encoder) else own,
+            scope,
             self.cfg.candidates,
             ["video_id"],
             nprobes=self.cfg.nprobes,
@@ -112,7 +112,7 @@ class QueryStage:
         wanted = list(dict.fromkeys(v for videos in candidates for v in videos))
         if not wanted:
             return [[] for _ in candidates]
-        clips = VideoClips.fetch(self.store, self.model, wanted, own)
+        clips = VideoClips.fetch(self.store, self.model, wanted, scope)
         per_question = select_in_videos(self.model, parts, candidates, clips, ks)
         out = []
         for videos in per_question:

@@ -59,7 +59,9 @@ class VideoClips:
     indicators: torch.Tensor  # (R, G*Q) unit, read back from the memories
 
     @classmethod
-    def fetch(cls, store: MemoryStore, model, video_ids: list[str], where: str) -> VideoClips:
+    def fetch(
+        cls, store: MemoryStore, model, video_ids: list[str], where: str | None
+    ) -> VideoClips:
         """One scan for all ``video_ids`` (within ``where``), one indicator-head pass."""
         table = store.clips_of(video_ids, where, CLIP_COLUMNS)
         ids = table["video_id"].combine_chunks().dictionary_encode()

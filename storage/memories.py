@@ -179,13 +179,16 @@ class MemoryStore:
         query = self.table.search().select(list(columns)).limit(limit)
         return (query.where(where) if where else query).to_arrow()
 
-    def clips_of(self, video_ids: Sequence[str], where: str, columns: Sequence[str]) -> pa.Table:
-        """The clips of some videos that match ``where``, sorted by (video_id, clip_index).
+    def clips_of(
+        self, video_ids: Sequence[str], where: str | None, columns: Sequence[str]
+    ) -> pa.Table:
+        """The clips of some videos (that match ``where``), sorted by (video_id, clip_index).
 
         ``video_id IN (...)`` is what the BTREE index serves: one scan per 500 videos."""
         fetch = list(dict.fromkeys(["video_id", "clip_index", *columns]))
+        within = f"({where}) AND " if where else ""
         parts = [
-            self.scan(f"({where}) AND {in_list('video_id', ids)}", fetch)
+            self.scan(f"{within}{in_list('video_id', ids)}", fetch)
             for ids in chunks(list(dict.fromkeys(video_ids)))
         ]
         if not parts:
