@@ -35,6 +35,7 @@ PQ_DIMS, PQ_BITS = 2, 4
 NPROBES = 40  # IVF partitions searched per query
 RERANK_ROWS = 320  # PQ candidates re-ranked by their exact keys, at least, per query
 MEMORY_COLUMNS = ["memory", "memory_scale"]
+COMPACT_FRAGMENTS = 16  # small fragments (one or two per commit) that trigger a compaction
 ENCODER_CHECK_S = 30.0  # how long ``holds_only``'s answer is trusted
 # the scalar index of each column a question's WHERE (or the encoder scope) filters on
 SCALAR_INDEXES = {
@@ -212,19 +213,26 @@ class MemoryStore:
     def create_indexes(self, min_rows: int = IVF_MIN_ROWS) -> list[str]:
         """Best effort: a scalar index on every column questions filter on, and IVF_PQ
         (cosine, ``PQ_DIMS``-d sub-vectors) on the archive keys once the table has
-        ``min_rows`` rows; when the indexes exist, ``optimize`` compacts the small fragments
-        of many commits and folds new rows into every index (until then new rows are
-        searched exactly, beside the index). Returns what was done; failures are logged."""
+        ``min_rows`` rows. A table of ``COMPACT_FRAGMENTS`` small fragments or more (a large
+        ingest commits many) is compacted first, so indexes are built over few fragments;
+        otherwise, once the indexes exist, ``optimize`` folds new rows into every index
+        (until then new rows are searched exactly, beside the index). Returns what was
+        done; failures are logged."""
         table = self.table
         if table.count_rows() == 0:
             return []
-        existing = {tuple(ix.columns): ix.name for ix in table.list_indices()}
         done = []
         try:
+            small = table.stats()["fragment_stats"]["num_small_fragments"]
+            if small >= COMPACT_FRAGMENTS:  # also folds new rows into the existing indexes
+                table.optimize()
+                done.append(f"compact ({small} small fragments)")
+            existing = {tuple(ix.columns): ix.name for ix in table.list_indices()}
+            built = []
             for column, kind in SCALAR_INDEXES.items():
                 if (column,) not in existing:
                     table.create_index(column, config=kind())
-                    done.append(f"index {column}")
+                    built.append(f"index {column}")
             if ("archive_key",) not in existing and table.count_rows() >= min_rows:
                 config = IvfPq(
                     distance_type="cosine",
@@ -232,8 +240,9 @@ class MemoryStore:
                     num_bits=PQ_BITS,
                 )
                 table.create_index("archive_key", config=config)
-                done.append("index archive_key")
-            if not done:  # every index exists: fold in the rows added since, compact
+                built.append("index archive_key")
+            done += built
+            if not done:  # every index exists: fold in the rows added since
                 stats = table.index_stats(existing[("video_id",)])
                 if stats is not None and stats.num_unindexed_rows > 0:
                     table.optimize()

@@ -12,7 +12,7 @@ import pytest
 
 from schemas.config import StorageConfig
 from storage.db import LOCK_NAME, StorageError, writer_lock
-from storage.memories import MemoryStore
+from storage.memories import COMPACT_FRAGMENTS, MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -177,3 +177,16 @@ def test_holds_only_tells_whether_one_encoder_wrote_every_row(store, make_batch,
     assert store.holds_only(fake.encoder)  # the answer is trusted for ENCODER_CHECK_S
     store._only = None  # (as after ENCODER_CHECK_S)
     assert not store.holds_only(fake.encoder)
+
+
+def test_create_indexes_compacts_many_small_commits(store, make_batch, fake):
+    for i in range(COMPACT_FRAGMENTS):  # a large ingest: one commit per batch of videos
+        records, meta = make_batch({f"c{i}": 3})
+        store.write_memories(records, fake.encoder, meta)
+    before = store.table.stats()["fragment_stats"]["num_fragments"]
+    done = store.create_indexes(min_rows=10_000)
+    assert done[0] == f"compact ({COMPACT_FRAGMENTS} small fragments)"
+    assert before >= COMPACT_FRAGMENTS
+    assert store.table.stats()["fragment_stats"]["num_fragments"] == 1
+    assert store.table.count_rows() == 3 * COMPACT_FRAGMENTS  # nothing lost or duplicated
+    assert store.create_indexes(min_rows=10_000) == []  # compact once, not every run
