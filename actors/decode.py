@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from decode.sampling import VideoError, open_container, probe, sample_frames
+from decode.sampling import (
+    SampleStats,
+    VideoError,
+    displayed,
+    open_container,
+    probe,
+    sample_frames,
+)
 from schemas.config import DecodeConfig
 from schemas.records import Clip, DecodedChunk, StageError, VideoProbe, VideoTask
 from storage.archive import ArchiveError, open_video
@@ -32,6 +39,9 @@ class DecodeStage:
 
     def stream(self, task: VideoTask) -> Iterator[DecodedChunk]:
         """Yield the chunks of ``task``; the last has ``last=True`` (and ``error`` on failure)."""
+        if task.problem:  # the listing could not read it: fail it with that reason, unopened
+            yield DecodedChunk(task.video_id, last=True, error=StageError("listing", task.problem))
+            return
         probed: VideoProbe | None = None
         sent = False  # the probe goes on the first chunk
         try:
@@ -61,14 +71,16 @@ class DecodeStage:
         self, task: VideoTask, container: Any, probed: VideoProbe
     ) -> Iterator[DecodedChunk]:
         cfg, first = self.cfg, True
+        stats = SampleStats()  # its rotation is known once the first frame is decoded
         frames = sample_frames(
-            container, cfg.sample_fps, cfg.frame_size, cfg.sampling, name=task.uri
+            container, cfg.sample_fps, cfg.frame_size, cfg.sampling, stats, name=task.uri
         )
         clips: list[Clip] = []
         for clip, is_last in _with_last(self._clips(task.video_id, frames, probed.duration_s)):
             clips.append(clip)
             if is_last or len(clips) == cfg.chunk_clips:
-                yield DecodedChunk(task.video_id, clips, probed if first else None, last=is_last)
+                shown = displayed(probed, stats.rotation) if first else None  # catalog: as seen
+                yield DecodedChunk(task.video_id, clips, shown, last=is_last)
                 first, clips = False, []
         if first:  # the sampler raises "empty" itself; this guards a silent empty stream
             raise VideoError("empty", f"{task.uri}: no frame could be decoded")

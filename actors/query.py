@@ -8,6 +8,8 @@
 Questions are batched end to end: one encoder pass, and per distinct pre-filter one
 search, one scan of the candidate videos and one vectorised scoring.
 Nothing is re-encoded: only the question goes through the model.
+Only the memories of videos whose catalog row says ``done`` are shown (selection and SQL
+alike): ``storage.catalog.DoneVideos``, re-read only when the catalog changes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from models.answer import ANSWERER_DIR, MemoryAnswerer, readable_answer
 from models.select import archive_queries, part_texts, question_inputs
 from schemas.config import QueryConfig, StorageConfig
 from schemas.records import QueryResult, Question, SelectedClip, StageError
+from storage.catalog import DoneVideos, rows_of_videos
 from storage.memories import MemoryStore, encoder_scope
 from storage.sql import SqlError, compile_sql, compile_where, execute
 
@@ -38,6 +41,7 @@ class QueryStage:
         self.storage_cfg, self.cfg = storage, query
         self.model = None
         self.store: MemoryStore | None = None
+        self.done: DoneVideos | None = None  # the videos whose memories may be shown
         self.answerer: MemoryAnswerer | None = None
 
     def setup(self) -> None:
@@ -45,6 +49,7 @@ class QueryStage:
         if self.model is None:
             self.model = load_model(self.checkpoint)
             self.store = MemoryStore(self.storage_cfg)
+            self.done = DoneVideos(self.store.db)
 
     # ---- selection -----------------------------------------------------------------------
     def select(
@@ -108,6 +113,9 @@ class QueryStage:
             nprobes=self.cfg.nprobes,
             refine_factor=self.cfg.refine_factor,
         )
+        # only videos the catalog says are done: not one whose catalog commit is still to come
+        # (or never came: a killed writer), not one deleted from its source
+        hits = rows_of_videos(hits, self.done.ids())
         candidates = candidate_videos(hits, len(vectors), self.cfg.max_videos * 2)
         wanted = list(dict.fromkeys(v for videos in candidates for v in videos))
         if not wanted:
@@ -182,7 +190,8 @@ class QueryStage:
         vector = None
         if compiled.relevance:
             vector = archive_queries(self._embed([compiled.relevance]))[0]
-        return execute(self.store, compiled, vector)
+        visible = self.done.ids() if compiled.table == "memories" else None
+        return execute(self.store, compiled, vector, visible)
 
     # ---- helpers -------------------------------------------------------------------------
     def _embed_questions(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ videos not yet ``done`` and rewrites the same keys: nothing lost, nothing duplic
 from __future__ import annotations
 
 from schemas.config import StorageConfig
-from schemas.records import MemoryRecord, VideoOutcome
+from schemas.records import MemoryRecord, VideoOutcome, VideoTask
 from storage.catalog import Catalog
 from storage.db import writer_lock
 from storage.memories import MemoryStore
@@ -46,3 +46,15 @@ class MemoryWriter:
             self.catalog.record(self._outcomes, self.encoder)
         self.commits += 1
         self._outcomes, self._records = [], []
+
+    def follow_deletions(self, archive: str, listed: list[VideoTask]) -> list[str]:
+        """The catalog follows the archive: videos of ``archive`` that a successful listing
+        ``listed`` no longer holds are marked ``deleted`` (catalog rows kept), then their
+        memories (every encoder's) are pruned. The catalog
+        commit comes first, so readers stop seeing the memories at once; a run killed before
+        the prune prunes on the next run. Returns the uris marked deleted now."""
+        with writer_lock(self.cfg):
+            marked, gone = self.catalog.mark_deleted(archive, listed)
+            if gone:
+                self.store.delete_videos(gone)
+        return [row["uri"] for row in marked]

@@ -15,8 +15,10 @@ is made before anything is decoded:
 - auto: per GOP, keyframe when that GOP is no longer than the sample interval (the keyframe
   is then at most half an interval off), else exact.
 
-Only the chosen frames are converted, straight to RGB at the small target size. Errors are
-raised as ``VideoError`` with a ``kind`` that the decode stage turns into data.
+Only the chosen frames are converted, straight to RGB at the small target size, and turned
+upright when the container's display matrix says the video is rotated. Still images posing
+as video are refused. Errors are raised as ``VideoError`` with a ``kind`` that the decode
+stage turns into data.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import av
@@ -38,6 +40,9 @@ from schemas.records import VideoProbe
 EPS_S = 1e-3  # a frame this close before a target counts as being at the target
 MAX_GOP_BYTES = 64 << 20  # compressed bytes buffered per GOP before decoding it in pieces
 TRUNCATION_SLACK_S = 1.0  # packets may end this much (or 5%) before the duration
+IMAGE_DEMUXERS = frozenset({"image2", "image2pipe"})  # besides the <format>_pipe ones
+# streams that hold one picture: cover art, or a still image flagged by the container
+STILL_DISPOSITION = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
 
 
 class VideoError(Exception):
@@ -58,6 +63,7 @@ class SampleStats:
     frames_converted: int = 0  # resized + converted to RGB
     gops_exact: int = 0
     gops_keyframe: int = 0
+    rotation: int = 0  # the display matrix's counter-clockwise degrees (frames turned upright)
 
 
 @dataclass
@@ -95,11 +101,31 @@ def open_container(source: str | os.PathLike | IO[bytes], name: str | None = Non
 
 
 def video_stream(container: InputContainer, name: str | None = None) -> av.VideoStream:
+    """The first video stream that moves: cover art (an attached picture) is skipped, and a
+    still image posing as a video (a PNG named .mp4 opens as a 1-frame image stream) is
+    refused as ``not_video``."""
+    name = name or source_name(container.name)
     if not container.streams.video:
         kinds = ", ".join(s.type for s in container.streams) or "none"
-        name = name or source_name(container.name)
         raise VideoError("no_video_stream", f"{name}: no video stream (streams: {kinds})")
-    return container.streams.video[0]
+    image = still_image_kind(container)
+    moving = [s for s in container.streams.video if not s.disposition & STILL_DISPOSITION]
+    if image is None and not moving:
+        image = f"{container.streams.video[0].codec_context.name} cover art"
+    if image is not None:
+        raise VideoError("not_video", f"not a video: {name} is a still image ({image})")
+    return moving[0]
+
+
+def still_image_kind(container: InputContainer) -> str | None:
+    """The image format when FFmpeg opened the file with an image demuxer (``png_pipe``,
+    ``jpeg_pipe``, ..., ``image2``), else None."""
+    demuxer = container.format.name
+    if demuxer in IMAGE_DEMUXERS:
+        return container.streams.video[0].codec_context.name
+    if demuxer.endswith("_pipe"):  # FFmpeg names every image-probing demuxer <format>_pipe
+        return demuxer.removesuffix("_pipe")
+    return None
 
 
 def stream_duration(container: InputContainer, stream: av.VideoStream) -> float:
@@ -120,6 +146,37 @@ def probe(container: InputContainer, name: str | None = None) -> VideoProbe:
         height=stream.codec_context.height,
         codec=stream.codec_context.name,
     )
+
+
+def quarter_turns(degrees: float) -> int:
+    """Counter-clockwise quarter turns (0-3) nearest to a display rotation in degrees."""
+    return round(degrees / 90) % 4
+
+
+def upright(frame: av.VideoFrame, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` (converted from ``frame``, (S, S, 3)) turned as the frame's display matrix
+    says (a phone video held upright is stored sideways with a 90 degree rotation). The
+    frames are square, so turning after the resize equals turning before it. Mirror flips
+    in the matrix are not applied."""
+    turns = quarter_turns(display_rotation(frame))
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def display_rotation(frame: av.VideoFrame) -> int:
+    """The frame's display-matrix rotation in counter-clockwise degrees (0: none, or a
+    matrix that is not a rotation)."""
+    try:
+        return int(frame.rotation)
+    except (ValueError, OverflowError):  # a degenerate matrix has no angle (NaN)
+        return 0
+
+
+def displayed(probed: VideoProbe, rotation: float) -> VideoProbe:
+    """The probe with width and height as the video is displayed (swapped when its display
+    matrix turns it a quarter)."""
+    if quarter_turns(rotation) % 2:
+        return replace(probed, width=probed.height, height=probed.width)
+    return probed
 
 
 def sample_frames(
@@ -306,7 +363,10 @@ class _Sampler:
             self.stats.frames_decoded += 1
             if frame.pts is None or not self.awaited or frame.pts < self.awaited[0][0]:
                 continue
-            rgb = frame.to_ndarray(width=self.size, height=self.size, format="rgb24")
+            rgb = upright(
+                frame, frame.to_ndarray(width=self.size, height=self.size, format="rgb24")
+            )
+            self.stats.rotation = display_rotation(frame)
             self.stats.frames_converted += 1
             while self.awaited and self.awaited[0][0] <= frame.pts:
                 yield from self._emit(self.awaited.popleft()[1], rgb)

@@ -54,6 +54,20 @@ def run_pipeline(todo: list[VideoTask], bound: BoundModel):
     return outcomes, writer.commits
 
 
+@task(name="follow-deletions")
+def follow_deletions(source: str, tasks: list[VideoTask], bound: BoundModel) -> list[str]:
+    """Videos of SOURCE that its listing no longer holds -> catalog ``deleted``, memories
+    pruned (returns their uris). Runs only after a listing that succeeded; a listing that
+    found nothing at all marks nothing (an unmounted disk or a wrong prefix looks the same)."""
+    if not tasks:
+        get_run_logger().warning(
+            "the listing of %s found no video: nothing is marked deleted", source
+        )
+        return []
+    writer = MemoryWriter(bound.config.storage, bound.encoder, bound.dims)
+    return writer.follow_deletions(source, tasks)
+
+
 @task(name="refresh-indexes")
 def refresh_indexes(cfg: VMemConfig) -> list[str]:
     """Build the ANN/scalar indexes once the table is big enough, then fold new rows in."""
@@ -73,11 +87,13 @@ def ingest_flow(
     if bound is None:  # checkpoint, encoder id, decode config fitted to the model
         bound = bind_model(config)
     tasks = list_archive(source, config)
+    deleted = follow_deletions(source, tasks, bound)  # gone from SOURCE -> catalog "deleted"
     todo, skipped = plan(tasks, config, bound.encoder, retry_failed)
     outcomes, commits = run_pipeline(todo, bound)
     if outcomes:
         refresh_indexes(config)
     report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits)
+    report.deleted, report.deleted_uris = len(deleted), deleted
     report.wall_seconds = time.perf_counter() - started
     create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))
     get_run_logger().info(

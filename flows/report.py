@@ -22,4 +22,11 @@ def ingest_markdown(report: IngestReport) -> str:
     if report.failures:
         lines += ["", "## Failed videos", "", "| video | error |", "|---|---|"]
         lines += [f"| `{uri}` | {error} |" for uri, error in report.failures]
+    if report.deleted:
+        lines += [
+            "",
+            f"## Deleted videos ({report.deleted}: gone from the source, memories pruned)",
+            "",
+        ]
+        lines += [f"- `{uri}`" for uri in report.deleted_uris]
     return "\n".join(lines) + "\n"

@@ -74,6 +74,10 @@ def print_ingest_report(console: Console, report: IngestReport) -> None:
     )
     for uri, error in report.failures:
         console.print(f"  [red]failed[/] {uri}: {error}")
+    if report.deleted:  # gone from the source: catalog rows "deleted", memories pruned
+        console.print(f"{report.deleted} deleted (gone from the source; memories pruned)")
+        for uri in report.deleted_uris:
+            console.print(f"  [yellow]deleted[/] {uri}")
 
 
 def print_eval_report(console: Console, report: dict) -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class StageError:
     """Why one item failed: ``kind`` is a short machine tag, ``message`` names the problem."""
 
-    kind: str  # e.g. "open", "decode", "no_video_stream", "missing", "encode"
+    kind: str  # e.g. "open", "decode", "not_video", "missing", "listing", "encode"
     message: str
 
     def __str__(self) -> str:
@@ -38,6 +38,10 @@ class VideoTask:
     modified_at: datetime | None = None
     tags: tuple[str, ...] = ()  # folder names between the source root and the file
     video_id: str = ""
+    # why the listing could not read this entry (a dangling link, a symlink loop, no read
+    # permission); such an entry is recorded ``failed`` with this reason, never decoded. An
+    # entry for a folder (its videos could not be listed) has a uri ending in "/".
+    problem: str = ""
 
     def __post_init__(self) -> None:
         if not self.video_id:
@@ -164,6 +168,10 @@ class IngestReport(BaseModel):
     wall_seconds: float = 0.0
     commits: int = 0
     failures: list[tuple[str, str]] = Field(default_factory=list)  # (uri, error)
+    # videos gone from the source since the last run: catalog rows marked ``deleted`` and
+    # their memories pruned by this run
+    deleted: int = 0
+    deleted_uris: list[str] = Field(default_factory=list)
 
     @property
     def video_hours(self) -> float:

@@ -56,7 +56,7 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("codec", pa.string()),
-        pa.field("status", pa.string()),  # "done" | "failed"
+        pa.field("status", pa.string()),  # "done" | "failed" | "deleted" (gone from the source)
         pa.field("error", pa.string()),  # "<kind>: <message>" for failed videos
         pa.field("encoder", pa.string()),
         pa.field("n_clips", pa.int32()),

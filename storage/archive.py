@@ -3,8 +3,11 @@ and open one video for decoding without downloading it whole."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,32 +37,142 @@ def list_source(source: str, storage_options: dict[str, Any] | None = None) -> l
 
 
 def _list_local(source: str) -> list[VideoTask]:
+    """Every video under a local folder (or the one file ``source`` names).
+
+    A bad entry never stops the listing: a dangling symlink, a symlink loop, a file or a
+    folder that cannot be read each become one task with a ``problem`` (recorded ``failed``
+    with that reason); a file that vanishes while the folder is listed is simply not there.
+    Symlinked folders are followed, so an archive assembled from links is listed whole; a
+    link back into a folder that is already being listed is a loop, reported once and not
+    followed (another link to a folder listed elsewhere is skipped: its videos are listed
+    once). A source folder that cannot be listed at all is an ArchiveError: an empty listing
+    would read as "every video deleted"."""
     root = Path(source).expanduser()
     if root.is_file():
-        return [_local_task(root.resolve(), source, ())] if is_video(root.name) else []
+        entry = _file_entry(root.absolute(), source, ())
+        return [entry] if entry is not None and is_video(root.name) else []
     if not root.is_dir():
         raise ArchiveError(f"source folder not found: {source}")
-    tasks = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    found: dict[str, VideoTask] = {}  # by uri: two links to one file list it once
+
+    def on_error(exc: OSError) -> None:  # os.walk could not list a folder
+        folder = Path(exc.filename or root)
+        if folder == root:
+            raise ArchiveError(f"cannot list the source folder {source}: {exc.strerror}")
+        if exc.errno != errno.ENOENT:  # a folder that vanished meanwhile is simply gone
+            entry = _folder_problem(folder, source, _tags(root, folder), exc)
+            found.setdefault(entry.uri, entry)
+
+    seen: set[tuple[int, int]] = set()  # (device, inode) of the folders listed so far
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        folder = Path(dirpath)
+        if not _first_visit(folder, seen):
+            dirnames.clear()
+            if _is_loop(folder):
+                entry = _loop_problem(folder, source, _tags(root, folder.parent))
+                found.setdefault(entry.uri, entry)
+            continue
         dirnames.sort()
-        rel = Path(dirpath).relative_to(root)
-        tags = tuple(p for p in rel.parts if p not in (".", ""))
+        tags = _tags(root, folder)
         for name in sorted(filenames):
             if is_video(name):
-                tasks.append(_local_task((Path(dirpath) / name).resolve(), source, tags))
-    return sorted(tasks, key=lambda t: t.uri)
+                entry = _file_entry(folder / name, source, tags)
+                if entry is not None:
+                    found.setdefault(entry.uri, entry)
+    return sorted(found.values(), key=lambda t: t.uri)
 
 
-def _local_task(path: Path, source: str, tags: tuple[str, ...]) -> VideoTask:
-    st = path.stat()
+def _tags(root: Path, folder: Path) -> tuple[str, ...]:
+    """The folder names between the source root and ``folder``."""
+    return tuple(p for p in folder.relative_to(root).parts if p not in (".", ""))
+
+
+def _first_visit(folder: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether ``folder`` (its real directory) is listed for the first time."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return False  # vanished since its parent was listed
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
+
+
+def _is_loop(folder: Path) -> bool:
+    """A symlinked folder that leads back to itself or to a folder above it."""
+    target = os.path.realpath(folder)
+    parent = os.path.realpath(folder.parent)
+    return parent == target or parent.startswith(target.rstrip(os.sep) + os.sep)
+
+
+def _file_entry(path: Path, source: str, tags: tuple[str, ...]) -> VideoTask | None:
+    """The task of one listed file: a video, a problem entry, or None when it vanished."""
+    try:
+        st = path.stat()  # follows symlinks
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return None  # deleted between the folder listing and now: it is not there
+        target = os.readlink(path)
+        return _problem(path, source, tags, "dangling", f"dangling symlink: {path} -> {target}")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _problem(path, source, tags, "loop", f"symlink loop: {path}")
+        reason = f"cannot read {path}: {exc.strerror}"
+        return _problem(path, source, tags, "unreadable", reason)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device named like a video would hang
+        return _problem(path, source, tags, "special", f"not a regular file: {path}")
+    if not os.access(path, os.R_OK):
+        reason = f"permission denied: cannot read {path}"
+        return _problem(path, source, tags, "unreadable", reason)
     return VideoTask(
-        uri=str(path),
+        uri=os.path.realpath(path),
         size=st.st_size,
         etag=str(st.st_mtime_ns),
         archive=source,
         modified_at=datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=UTC),
         tags=tags,
     )
+
+
+def _problem(
+    path: Path, source: str, tags: tuple[str, ...], kind: str, reason: str, folder: bool = False
+) -> VideoTask:
+    """A listing entry that could not be read. Its etag names the kind of problem, so that
+    once the entry is fixed (a chmod keeps the mtime) the plan sees it changed."""
+    try:
+        st = path.lstat()
+        size, mtime_ns = (0 if folder else st.st_size), st.st_mtime_ns
+    except OSError:
+        size, mtime_ns = 0, 0
+    uri = os.path.realpath(path)
+    return VideoTask(
+        uri=uri.rstrip(os.sep) + os.sep if folder else uri,
+        size=size,
+        etag=f"{kind}:{mtime_ns}",
+        archive=source,
+        modified_at=datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC) if mtime_ns else None,
+        tags=tags,
+        problem=reason,
+    )
+
+
+def _folder_problem(folder: Path, source: str, tags: tuple[str, ...], exc: OSError) -> VideoTask:
+    """The entry of a folder whose videos could not be listed (its catalog rows stay)."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        reason = f"permission denied: cannot list folder {folder}"
+    else:
+        reason = f"cannot list folder {folder}: {exc.strerror}"
+    return _problem(folder, source, tags, "unlistable", reason, folder=True)
+
+
+def _loop_problem(folder: Path, source: str, tags: tuple[str, ...]) -> VideoTask:
+    target = os.path.realpath(folder)
+    reason = f"symlink loop: {folder} leads back to {target} (not followed)"
+    entry = _problem(folder, source, tags, "loop", reason)
+    # the link's own path names it (its target is a folder that is listed anyway)
+    return replace(entry, uri=str(folder.absolute()), video_id="")
 
 
 def _list_s3(source: str, storage_options: dict[str, Any] | None) -> list[VideoTask]:

@@ -130,6 +130,18 @@ class MemoryStore:
             self.table.delete(predicate)
         return stale
 
+    def delete_videos(self, video_ids: Sequence[str]) -> int:
+        """Drop every clip (of every encoder) of some videos; returns the clips dropped. A
+        count first, and a delete commit only when there is something to drop."""
+        dropped = 0
+        for ids in chunks(list(dict.fromkeys(video_ids))):
+            predicate = in_list("video_id", ids)
+            found = self.table.count_rows(predicate)
+            if found:
+                self.table.delete(predicate)
+                dropped += found
+        return dropped
+
     def search(
         self,
         vectors: np.ndarray,

@@ -25,6 +25,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from schemas.tables import MEMORIES, SQL_COLUMNS, VIDEOS_SCHEMA
+from storage.catalog import rows_of_videos
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
@@ -281,17 +282,26 @@ def _limit(limit: exp.Limit | None) -> int:
 
 
 def execute(
-    store: Any, compiled: CompiledQuery, query_vector: np.ndarray | None = None
+    store: Any,
+    compiled: CompiledQuery,
+    query_vector: np.ndarray | None = None,
+    visible: frozenset[str] | None = None,
 ) -> pa.Table:
-    """Run a compiled query on a MemoryStore; ``query_vector`` is the question's (Q,) vector."""
+    """Run a compiled query on a MemoryStore; ``query_vector`` is the question's (Q,) vector.
+
+    ``visible``: when given, a query over ``memories`` returns only rows of these videos
+    (the query stage passes the catalog's ``done`` videos); LIMIT counts visible rows."""
     from storage.db import StorageError  # storage.lance imports nothing from here
 
+    keep = visible if compiled.table == MEMORIES else None
     fetch = list(dict.fromkeys([*compiled.columns, *(c for c, _ in compiled.order_by)]))
+    if keep is not None and "video_id" not in fetch:
+        fetch.append("video_id")  # what the visibility filter reads
     try:
         if compiled.relevance is not None:
-            result = _vector_search(store, compiled, fetch, query_vector)
+            result = _vector_search(store, compiled, fetch, query_vector, keep)
         else:
-            result = _filtered_scan(store, compiled, [c for c in fetch if c != SCORE])
+            result = _filtered_scan(store, compiled, [c for c in fetch if c != SCORE], keep)
     except (SqlError, StorageError):
         raise
     except (ValueError, RuntimeError, OSError) as exc:
@@ -305,27 +315,48 @@ def _sort_keys(compiled: CompiledQuery) -> list[tuple[str, str, str]]:
 
 
 def _vector_search(
-    store: Any, compiled: CompiledQuery, fetch: list[str], query_vector: np.ndarray | None
+    store: Any,
+    compiled: CompiledQuery,
+    fetch: list[str],
+    query_vector: np.ndarray | None,
+    keep: frozenset[str] | None = None,
 ) -> pa.Table:
+    """The ``limit`` (visible) clips nearest to the question, then ORDER BY. When hidden
+    rows took some of the places, the search asks again for more (rarely: only a writer's
+    commit in flight, or killed, leaves hidden rows)."""
     if query_vector is None:
         raise SqlError("relevance() needs the question encoded as a vector")
     vector = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)  # (1, Q)
-    result = store.search(vector, compiled.where, compiled.limit, fetch)
-    return result.sort_by(_sort_keys(compiled))
+    asked = compiled.limit
+    while True:
+        found = store.search(vector, compiled.where, asked, fetch)
+        result = found if keep is None else rows_of_videos(found, keep)
+        if result.num_rows >= compiled.limit or found.num_rows < asked:
+            break  # enough, or every match was found
+        asked *= 4
+    return result.slice(0, compiled.limit).sort_by(_sort_keys(compiled))
 
 
-def _filtered_scan(store: Any, compiled: CompiledQuery, fetch: list[str]) -> pa.Table:
+def _filtered_scan(
+    store: Any, compiled: CompiledQuery, fetch: list[str], keep: frozenset[str] | None = None
+) -> pa.Table:
     """Filtered scan; with ORDER BY a running top-``limit`` over the batches, so memory
-    stays at limit + one batch however many rows match."""
+    stays at limit + one batch however many rows match. Without ORDER BY the first
+    ``limit`` (visible) rows."""
     query = store.open_table(compiled.table).search().select(fetch)
     if compiled.where:
         query = query.where(compiled.where)
-    if not compiled.order_by:
+    if not compiled.order_by and keep is None:
         return query.limit(compiled.limit).to_arrow()
     reader = query.limit(None).to_batches()
     best = reader.schema.empty_table()
     keys = _sort_keys(compiled)
     for batch in reader:
-        merged = pa.concat_tables([best, pa.Table.from_batches([batch], schema=reader.schema)])
-        best = merged.sort_by(keys).slice(0, compiled.limit)
+        rows = pa.Table.from_batches([batch], schema=reader.schema)
+        if keep is not None:
+            rows = rows_of_videos(rows, keep)
+        merged = pa.concat_tables([best, rows])
+        best = (merged.sort_by(keys) if keys else merged).slice(0, compiled.limit)
+        if not keys and best.num_rows >= compiled.limit:
+            break  # the first rows are the answer: stop reading
     return best

@@ -130,6 +130,25 @@ def _write_audio_only(path: Path, seconds: float = 2.0, rate: int = 44100) -> Pa
     return path
 
 
+def write_still_image(
+    path: str | Path, codec: str = "png", size: tuple[int, int] = (64, 48)
+) -> Path:
+    """One still image (``png`` or ``mjpeg``), whatever the file is named: a PNG named
+    ``.mp4`` is what a mislabelled photo in an archive looks like."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    pix_fmt = {"png": "rgb24", "mjpeg": "yuvj420p"}[codec]
+    img = synthetic_frame(0, 1.0, size, seed=3)
+    with av.open(str(path), "w", format="image2pipe") as out:
+        stream = out.add_stream(codec, rate=1)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 def _truncate(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
@@ -137,7 +156,8 @@ def _truncate(src: Path, dst: Path, fraction: float) -> Path:
 
 
 def write_bad_inputs(folder: str | Path) -> dict[str, Path]:
-    """Files that must fail cleanly: empty, not video, audio only, truncated two ways."""
+    """Files that must fail cleanly: empty, not video, audio only, truncated two ways, a
+    still image named like a video, a dangling symlink."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     bad = {name: folder / name for name in ("zero-byte.mp4", "text.mp4", "random.mp4")}
@@ -151,6 +171,11 @@ def write_bad_inputs(folder: str | Path) -> dict[str, Path]:
     bad["truncated_faststart.mp4"] = _truncate(fast, folder / "truncated_faststart.mp4", 0.6)
     whole.unlink()
     fast.unlink()
+    bad["still_image.mp4"] = write_still_image(folder / "still_image.mp4")
+    # a link to a file that is not there (named alike, so its catalog uri keeps the name)
+    bad["dangling.mp4"] = folder / "dangling.mp4"
+    bad["dangling.mp4"].unlink(missing_ok=True)
+    bad["dangling.mp4"].symlink_to(Path("gone") / "dangling.mp4")
     return bad
 
 

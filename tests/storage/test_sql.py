@@ -260,3 +260,22 @@ def test_compile_where_accepts_a_plain_predicate():
         == "archive = 'news' AND NOT t_start < 5"
     )
     assert compile_where("status = 'done'", table="videos") == "status = 'done'"
+
+
+@pytest.mark.parametrize("limit", [1, 3, 10])
+def test_only_visible_videos_count_towards_the_limit(filled, limit):
+    """Rows of videos outside ``visible`` (not done in the catalog) are never returned, and
+    LIMIT counts the visible rows: the search asks again when hidden rows took places."""
+    store, news, sport = filled
+    hidden = news[0].video_id  # n1, the nearest video to its own first clip
+    visible = frozenset({news[3].video_id, sport[0].video_id})  # n2 and s1: 4 clips
+    ranked = compile_sql(f"SELECT video_id FROM memories ORDER BY relevance('q') LIMIT {limit}")
+    plain = compile_sql(f"SELECT video_id, t_start FROM memories LIMIT {limit}")
+    ordered = compile_sql(f"SELECT video_id FROM memories ORDER BY t_start LIMIT {limit}")
+    everything = execute(store, ranked, news[0].archive_key)["video_id"].to_pylist()
+    assert everything[0] == hidden  # without the filter it would come first
+    for compiled in (ranked, plain, ordered):
+        rows = execute(store, compiled, news[0].archive_key, visible)["video_id"].to_pylist()
+        assert len(rows) == min(limit, 4) and set(rows) <= visible, compiled
+    videos = compile_sql("SELECT video_id FROM videos LIMIT 10")  # the catalog: not filtered
+    assert execute(store, videos, None, visible).num_rows == 3
