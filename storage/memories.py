@@ -101,11 +101,18 @@ class MemoryStore:
     def write_memories(
         self, records: list[MemoryRecord], encoder: str, meta: dict[str, VideoTask]
     ) -> int:
-        """Upsert the clips of a batch of videos in ONE merge-insert (one commit); returns rows."""
+        """Upsert the clips of a batch of videos in one commit; returns rows.
+
+        Videos with no row of this encoder yet (every video of a first ingest) are appended:
+        a merge-insert joins against the whole table, 0.4 s per commit at 1M rows and
+        growing with it, where an append costs 0.04 s. One index-served count decides."""
         if not records:
             return 0
         unique = {(r.video_id, r.clip_index): r for r in records}  # last write of a key wins
         batch = _memory_batch(list(unique.values()), encoder, meta, self.table.schema)
+        if not self._holds_any([r.video_id for r in records], encoder):
+            self.table.add(batch)
+            return batch.num_rows
         (
             self.table.merge_insert(MEMORY_KEY)
             .when_matched_update_all()
@@ -113,6 +120,13 @@ class MemoryStore:
             .execute(batch)
         )
         return batch.num_rows
+
+    def _holds_any(self, video_ids: Sequence[str], encoder: str) -> bool:
+        """Whether any of these videos has a row of ``encoder``."""
+        return any(
+            self.table.count_rows(encoder_scope(encoder, in_list("video_id", ids)))
+            for ids in chunks(list(dict.fromkeys(video_ids)))
+        )
 
     def delete_stale_clips(self, n_clips: dict[str, int], encoder: str) -> int:
         """Drop clips >= n of each video (it changed and got shorter since last time).
@@ -124,7 +138,9 @@ class MemoryStore:
         per_video = " OR ".join(
             f"(video_id = {sql_literal(v)} AND clip_index >= {int(n)})" for v, n in n_clips.items()
         )
-        predicate = encoder_scope(encoder, per_video)
+        # the IN list first: the video_id index narrows the rows the OR terms are tried on
+        # (16 ms instead of 120 ms for 256 videos at 1M rows)
+        predicate = f"{in_list('video_id', n_clips)} AND {encoder_scope(encoder, per_video)}"
         stale = self.table.count_rows(predicate)
         if stale:
             self.table.delete(predicate)
