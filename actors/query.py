@@ -48,7 +48,7 @@ class QueryStage:
         """Load the question side of the model and open the store (inside the actor)."""
         if self.model is None:
             self.model = load_model(self.checkpoint)
-            self.store = MemoryStore(self.storage_cfg)
+            self.store = MemoryStore(self.storage_cfg, as_of=self.cfg.as_of)  # None: latest
             self.done = DoneVideos(self.store.db)
 
     # ---- selection -----------------------------------------------------------------------

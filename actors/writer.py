@@ -11,6 +11,7 @@ from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoOutcome, VideoTask
 from storage.catalog import Catalog
 from storage.db import writer_lock
+from storage.encoders import EncoderLedger
 from storage.memories import MemoryStore
 
 
@@ -22,6 +23,7 @@ class MemoryWriter:
         self.store = MemoryStore(cfg)
         self.store.ensure_memories(*dims)
         self.catalog = Catalog(self.store)
+        self.ledger = EncoderLedger(self.store.db)  # per-encoder state (storage.encoders)
         self._outcomes: list[VideoOutcome] = []
         self._records: list[MemoryRecord] = []
         self.commits = 0
@@ -44,6 +46,9 @@ class MemoryWriter:
             done = {o.task.video_id: o.n_clips for o in self._outcomes if o.status == "done"}
             self.store.delete_stale_clips(done, self.encoder)
             self.catalog.record(self._outcomes, self.encoder)
+            # last: a ledger entry says "this encoder need not run again", so only once the
+            # memories and the catalog row it vouches for are committed
+            self.ledger.record(self._outcomes, self.encoder)
         self.commits += 1
         self._outcomes, self._records = [], []
 

@@ -22,6 +22,15 @@ console = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="read the memories and catalog as of a memories-table VERSION, TAG or ISO "
+        "TIMESTAMP (UTC unless zoned); `vmem versions` lists them",
+    ),
+]
+_DEFAULT_OUT = TrainConfig.model_fields["out_dir"].default
 _DEFAULT_OUT = TrainConfig.model_fields["out_dir"].default
 
 
@@ -59,6 +68,30 @@ def _bind(cfg: VMemConfig):
         return bind_model(cfg)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+
+
+def _as_of(cfg: VMemConfig, as_of: str | None) -> VMemConfig:
+    """The config reading the database as of ``as_of``, checked here so that a point that
+    does not exist is one clear line (the query stage resolves it again where it runs)."""
+    if as_of is None:
+        return cfg
+    from storage.db import StorageError
+    from storage.memories import MemoryStore
+
+    try:
+        MemoryStore(cfg.storage, as_of=as_of).table  # noqa: B018 - resolves and checks out
+    except StorageError as exc:
+        _fail(str(exc))
+    return cfg.with_overrides(query={"as_of": as_of})
+
+
+EXIT_USAGE, EXIT_NEW_FAILURES = 2, 3  # `vmem ingest --help` documents them
+
+
+def _warn(message: str) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2):
@@ -108,13 +141,14 @@ def ask(
     answer: Annotated[
         bool, typer.Option("--answer", help="generate an answer (needs a trained model)")
     ] = False,
+    as_of: AsOfOpt = None,
     json_out: JsonOpt = False,
 ):
     """The memories selected for one question, in time order per video."""
     from actors.query import QueryStage
     from schemas.records import Question
 
-    cfg = _config(opts)
+    cfg = _as_of(_config(opts), as_of)
     bound = _bind(cfg)
     stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
     result = stage.select([Question(question=question, where=where, k=k)])[0]
@@ -139,12 +173,13 @@ def answer(
     generate: Annotated[
         bool, typer.Option("--generate", help="add generated answers (needs a trained model)")
     ] = False,
+    as_of: AsOfOpt = None,
 ):
     """Answer a bulk batch of questions on the query actor pool; write Parquet."""
     from flows.answer import QuestionFileError, answer_flow
     from models.answer import ANSWERER_DIR
 
-    cfg = _config(opts)
+    cfg = _as_of(_config(opts), as_of)
     bound = _bind(cfg)
     if generate and not (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file():
         _fail(f"the model {bound.checkpoint} has no answerer: train one with `vmem train`")
@@ -163,13 +198,14 @@ def answer(
 def sql(
     statement: Annotated[str, typer.Argument(help="SELECT ... FROM memories|videos ...")],
     opts: RunOptions,
+    as_of: AsOfOpt = None,
     json_out: JsonOpt = False,
 ):
     """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
     from actors.query import QueryStage
     from storage.sql import SqlError
 
-    cfg = _config(opts)
+    cfg = _as_of(_config(opts), as_of)
     bound = _bind(cfg)
     try:
         table = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query).sql(statement)
@@ -347,6 +383,118 @@ def demo(
     summary = run_demo(workdir, _bind(cfg), console)
     if json_out:
         print(json.dumps(summary))
+
+
+# ---- encoders and versions ---------------------------------------------------------------
+def _current_encoder(cfg: VMemConfig) -> str | None:
+    """The encoder id the configured model writes (None when it cannot be bound here)."""
+    from actors.runtime import bind_model
+
+    try:
+        return bind_model(cfg).encoder
+    except (ValueError, FileNotFoundError, OSError):
+        return None
+
+
+@app.command()
+@shared_options(*PIPELINE_OPTIONS)
+def encoders(opts: RunOptions, json_out: JsonOpt = False):
+    """Every encoder whose memories the database holds: videos, clips, bytes (estimated).
+
+    The model options say which one is current (the one `vmem ingest` would write)."""
+    from storage.db import StorageError
+    from storage.encoders import encoder_summary
+    from storage.memories import MemoryStore
+
+    cfg = _config(opts)
+    try:
+        rows = encoder_summary(MemoryStore(cfg.storage))
+    except StorageError as exc:
+        _fail(str(exc))
+    views.print_encoders(console, rows, _current_encoder(cfg), json_out)
+
+
+@app.command()
+@shared_options(*PIPELINE_OPTIONS)
+def prune(
+    opts: RunOptions,
+    encoder: Annotated[
+        str | None, typer.Option("--encoder", help="the encoder id to remove (vmem encoders)")
+    ] = None,
+    keep_latest: Annotated[
+        bool, typer.Option("--keep-latest", help="remove every encoder but the current model's")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="allow removing the current model's encoder")
+    ] = False,
+):
+    """Remove an encoder's memories and ledger entries (its videos are encoded again if it
+    comes back). `vmem maintain` then reclaims the space."""
+    from storage.db import StorageError
+    from storage.encoders import encoder_summary, prune_encoder
+    from storage.memories import MemoryStore
+
+    if (encoder is None) == (not keep_latest):
+        _fail("give either --encoder ID or --keep-latest")
+    cfg = _config(opts)
+    current = _bind(cfg).encoder
+    store = MemoryStore(cfg.storage)
+    try:
+        if keep_latest:
+            targets = [r["encoder"] for r in encoder_summary(store) if r["encoder"] != current]
+        else:
+            targets = [encoder]
+        if encoder == current and not force:
+            _fail(f"{encoder} is the current model's encoder: add --force to remove it anyway")
+        if not targets:
+            console.print(f"nothing to prune: only the current encoder {current}", soft_wrap=True)
+        for target in targets:
+            clips, entries = prune_encoder(store, target)
+            line = f"pruned {target}: {clips:,} clips, {entries:,} ledger entries"
+            console.print(line, soft_wrap=True)  # one line per action, however long
+    except StorageError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+@shared_options("db", "config")
+def maintain(
+    opts: RunOptions,
+    keep_days: Annotated[
+        float | None,
+        typer.Option(
+            "--keep-days",
+            min=0,
+            help="remove versions older than this many days (default storage.keep_versions_days)",
+        ),
+    ] = None,
+):
+    """Compact the tables, remove old versions, refresh the indexes (the vmem-maintain flow)."""
+    from flows.maintain import maintain_flow
+
+    cfg = _config(opts).with_overrides(storage={"keep_versions_days": keep_days})
+    for line in maintain_flow(cfg):
+        console.print(line, soft_wrap=True)
+
+
+@app.command()
+@shared_options("db", "config")
+def versions(
+    opts: RunOptions,
+    last: Annotated[int, typer.Option("--last", "-n", min=1, help="newest versions shown")] = 20,
+    json_out: JsonOpt = False,
+):
+    """Versions of the memories table and their tags (what --as-of takes)."""
+    from storage.db import StorageError
+    from storage.memories import MemoryStore
+    from storage.versions import version_rows
+
+    cfg = _config(opts)
+    try:
+        rows = version_rows(MemoryStore(cfg.storage).table)
+    except StorageError as exc:
+        _fail(str(exc))
+    views.print_versions(console, rows[:last], len(rows), json_out)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -17,6 +17,7 @@ from schemas.records import IngestReport, VideoOutcome, VideoTask
 from storage.archive import list_source
 from storage.catalog import Catalog
 from storage.memories import MemoryStore
+from storage.versions import tag_ingest
 
 
 @task(name="list-archive")
@@ -74,6 +75,12 @@ def refresh_indexes(cfg: VMemConfig) -> list[str]:
     return MemoryStore(cfg.storage).create_indexes()
 
 
+@task(name="tag-version")
+def tag_version(cfg: VMemConfig) -> str | None:
+    """Tag the memories and videos tables' current versions ``ingest-<UTC time>``."""
+    return tag_ingest(MemoryStore(cfg.storage).db)
+
+
 @flow(name="vmem-ingest", log_prints=True)
 def ingest_flow(
     source: str, config: VMemConfig, retry_failed: bool = False, bound: BoundModel | None = None
@@ -94,6 +101,8 @@ def ingest_flow(
         refresh_indexes(config)
     report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits)
     report.deleted, report.deleted_uris = len(deleted), deleted
+    if outcomes:  # name the table versions this run produced (vmem ... --as-of TAG)
+        report.version_tag = tag_version(config)
     report.wall_seconds = time.perf_counter() - started
     create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))
     get_run_logger().info(

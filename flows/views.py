@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -78,6 +79,8 @@ def print_ingest_report(console: Console, report: IngestReport) -> None:
         console.print(f"{report.deleted} deleted (gone from the source; memories pruned)")
         for uri in report.deleted_uris:
             console.print(f"  [yellow]deleted[/] {uri}")
+    if report.version_tag:  # the tables as this run left them
+        console.print(f"tables tagged {report.version_tag} (--as-of it reads them as now)")
 
 
 def print_eval_report(console: Console, report: dict) -> None:
@@ -108,3 +111,61 @@ def print_eval_report(console: Console, report: dict) -> None:
     )
     if "needle_grid_files" in report:
         console.print(f"needle grid: {report['needle_grid_files']}")
+
+
+# ---- encoders and versions (vmem encoders / versions) ------------------------------------
+def _size(n: int) -> str:
+    """Bytes in the largest unit that keeps a number under 1000 (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
+def print_encoders(console: Console, rows: list[dict], current: str | None, json_out: bool) -> None:
+    """One row per encoder: videos, clips, estimated bytes (``--json`` adds the videos it
+    failed and its last ingest); ``>`` marks the current model's."""
+    if json_out:
+        print_json_lines(console, [{**r, "current": r["encoder"] == current} for r in rows])
+        return
+    if not rows:
+        console.print("(no encoders: nothing ingested yet)")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("encoder", overflow="fold")
+    for column in ("videos", "clips", "bytes*"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        mark = "> " if row["encoder"] == current else "  "
+        table.add_row(
+            mark + row["encoder"], f"{row['videos']:,}", f"{row['clips']:,}", _size(row["bytes"])
+        )
+    console.print(table)
+    console.print(
+        "> the current model's. *clips x the fixed-width memory columns (archive key, int8 "
+        "tokens, scales): metadata and indexes not counted. --json adds failed videos and "
+        "the last ingest."
+    )
+
+
+def print_versions(console: Console, rows: list[dict], total: int, json_out: bool) -> None:
+    """Versions of the memories table, newest first, with their tags."""
+    if json_out:
+        print_json_lines(console, rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("rows", justify="right", no_wrap=True)
+    table.add_column("tags", overflow="fold", ratio=1)
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            row["time"].strftime("%Y-%m-%d %H:%M:%S"),
+            f"{row['rows']:,}",
+            row["tags"],
+        )
+    console.print(table)
+    if total > len(rows):
+        console.print(f"the newest {len(rows)} of {total} versions (--last N shows more)")

@@ -105,6 +105,11 @@ class QueryConfig(_Frozen):
         "enough to re-rank 320 (storage.memories.RERANK_ROWS)",
     )
     num_actors: int = Field(2, ge=1, description="query actors in the pool")
+    as_of: str | None = Field(
+        None,
+        description="read the memories and catalog as of this memories-table version, tag "
+        "or ISO timestamp (Lance time travel; `vmem versions` lists them); None: the latest",
+    )
 
 
 class StorageConfig(_Frozen):
@@ -116,6 +121,12 @@ class StorageConfig(_Frozen):
         default_factory=dict, description="object-store options (endpoint, keys, region)"
     )
     commit_videos: int = Field(8, ge=1, description="videos per LanceDB commit")
+    keep_versions_days: float = Field(
+        7.0,
+        ge=0,
+        description="`vmem maintain` removes table versions older than this many days, and "
+        "the ingest-* tags on them except the newest (other tags keep their versions)",
+    )
 
 
 class RayConfig(_Frozen):

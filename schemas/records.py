@@ -168,6 +168,7 @@ class IngestReport(BaseModel):
     wall_seconds: float = 0.0
     commits: int = 0
     failures: list[tuple[str, str]] = Field(default_factory=list)  # (uri, error)
+    version_tag: str | None = None  # the tag on the table versions this run produced
     # videos gone from the source since the last run: catalog rows marked ``deleted`` and
     # their memories pruned by this run
     deleted: int = 0

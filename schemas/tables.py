@@ -2,6 +2,7 @@
 
 ``memories``: one row per clip, key (video_id, clip_index, encoder).
 ``videos``: the catalog and ingest ledger, key video_id.
+``video_encoders``: per-encoder ingest state of each video, key (video_id, encoder).
 No float16 columns anywhere (DuckDB cannot read them): tokens are int8 + float32 scales.
 """
 
@@ -13,6 +14,8 @@ MEMORIES = "memories"
 VIDEOS = "videos"
 MEMORY_KEY = ["video_id", "clip_index", "encoder"]
 VIDEO_KEY = ["video_id"]
+VIDEO_ENCODERS = "video_encoders"
+VIDEO_ENCODER_KEY = ["video_id", "encoder"]
 
 # Columns users may filter on / select in SQL, besides the vector and token columns.
 METADATA_FIELDS = [
@@ -64,6 +67,20 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
         pa.field("tags", pa.list_(pa.string())),
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# What each encoder made of each video, so that switching back to an encoder re-encodes only
+# the videos that changed since it last ingested them (storage.encoders.EncoderLedger).
+VIDEO_ENCODERS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("encoder", pa.string(), nullable=False),
+        pa.field("size", pa.int64()),  # the video's size and etag when this encoder ingested it
+        pa.field("etag", pa.string()),
+        pa.field("status", pa.string()),  # "done" | "failed"
+        pa.field("n_clips", pa.int32()),
         pa.field("updated_at", pa.timestamp("us", tz="UTC")),
     ]
 )

@@ -19,6 +19,7 @@ from schemas.config import StorageConfig
 from schemas.records import VideoOutcome, VideoTask
 from schemas.tables import VIDEO_KEY, VIDEOS, VIDEOS_SCHEMA
 from storage.db import chunks, connect, in_list, open_table, sql_literal
+from storage.encoders import EncoderLedger
 from storage.memories import MemoryStore
 
 PLAN_LOOKUP_MAX = 5_000  # above this many listed videos, plan reads the catalog in one scan
@@ -117,12 +118,15 @@ class Catalog:
         self, tasks: Sequence[VideoTask], encoder: str, retry_failed: bool = False
     ) -> tuple[list[VideoTask], list[VideoTask]]:
         """Split listed videos into (todo, skipped) against what the catalog already holds."""
-        known = self._plan_rows([t.video_id for t in tasks])
+        ids = [t.video_id for t in tasks]
+        known = self._plan_rows(ids)
+        # what THIS encoder made of each video, whichever encoder the catalog row names last
+        entries = EncoderLedger(self.db).lookup(encoder, ids, known)
         todo: list[VideoTask] = []
         skipped: list[VideoTask] = []
         for task in tasks:
-            row = known.get(task.video_id)
-            settled = row is not None and _is_settled(row, task, encoder, retry_failed)
+            vid = task.video_id
+            settled = _is_settled(known.get(vid), entries.get(vid), task, retry_failed)
             (skipped if settled else todo).append(task)
         return todo, skipped
 
@@ -135,12 +139,17 @@ class Catalog:
         return {row["video_id"]: row for row in rows if row["video_id"] in wanted}
 
 
-def _is_settled(row: dict[str, Any], task: VideoTask, encoder: str, retry_failed: bool) -> bool:
-    """True when the video is unchanged, was handled by this encoder, and needs no retry."""
-    unchanged = row["size"] == task.size and row["etag"] == task.etag and row["encoder"] == encoder
-    if not unchanged:
+def _is_settled(
+    row: dict[str, Any] | None, entry: dict[str, Any] | None, task: VideoTask, retry_failed: bool
+) -> bool:
+    """True when this encoder already handled the video as it is now (``entry``: its ledger
+    entry, same size and etag) and nothing is to do: done, while the catalog ``row`` still
+    says done (whichever encoder ingested it last); or failed, with no retry asked."""
+    if entry is None or entry["size"] != task.size or entry["etag"] != task.etag:
         return False
-    return row["status"] == "done" or (row["status"] == "failed" and not retry_failed)
+    if entry["status"] == "done":
+        return row is not None and row["status"] == "done"
+    return entry["status"] == "failed" and not retry_failed
 
 
 def _row(

@@ -22,6 +22,7 @@ from schemas.records import MemoryRecord, VideoTask
 from schemas.tables import MEMORIES, MEMORY_KEY, memories_schema
 from storage.db import StorageError, chunks, connect, in_list, open_table, sql_literal
 from storage.quantize import dequantize_tokens, quantize_tokens
+from storage.versions import AsOfConnection
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,18 @@ def encoder_scope(encoder: str, where: str | None = None) -> str:
 class MemoryStore:
     """The ``memories`` table of one database: one row per clip."""
 
-    def __init__(self, cfg: StorageConfig, db: lancedb.DBConnection | None = None) -> None:
+    def __init__(
+        self,
+        cfg: StorageConfig,
+        db: lancedb.DBConnection | None = None,
+        as_of: str | None = None,
+    ) -> None:
+        """``as_of``: read every table of this database as of that version, tag or time
+        (read-only; storage.versions)."""
         self.cfg = cfg
-        self.db = db if db is not None else connect(cfg)
+        self.db: Any = db if db is not None else connect(cfg)
+        if as_of is not None:
+            self.db = AsOfConnection(self.db, as_of)
         self._table: Any | None = None
         self._key_width: int | None = None
         self._only: tuple[str, bool, float] | None = None  # (encoder, holds only it, when)
