@@ -51,6 +51,21 @@ class VMemSettings(BaseSettings):
     )
 
 
+def worker_env() -> dict[str, str]:
+    """The environment of VMem's Ray workers: the quiet defaults ``quiet_third_party`` gives
+    this process (or what its environment says instead), and the lancedb fork warning
+    filtered as a ``PYTHONWARNINGS`` entry (a worker is a fresh interpreter)."""
+    env = {
+        name: os.environ.get(name, value)
+        for defaults in THIRD_PARTY_DEFAULTS.values()
+        for name, value in defaults.items()
+    }
+    ignore = f"ignore:{LANCEDB_FORK_WARNING}:RuntimeWarning"
+    given = os.environ.get("PYTHONWARNINGS")
+    env["PYTHONWARNINGS"] = f"{given},{ignore}" if given else ignore
+    return env
+
+
 def quiet_third_party(libraries: Iterable[str] = ("prefect", "ray", "lancedb")) -> None:
     """Quieter defaults for Prefect and Ray, and no lancedb fork warning.
 
