@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import lancedb
@@ -36,6 +37,9 @@ PQ_DIMS, PQ_BITS = 2, 4
 NPROBES = 40  # IVF partitions searched per query
 RERANK_ROWS = 320  # PQ candidates re-ranked by their exact keys, at least, per query
 MEMORY_COLUMNS = ["memory", "memory_scale"]
+# optimize() also drops versions older than 7 days by default, and fails when a tagged one
+# is among them: version clean-up is the maintenance flow's job (storage.keep_versions_days)
+KEEP_EVERY_VERSION = timedelta(days=365 * 100)
 COMPACT_FRAGMENTS = 16  # small fragments (one or two per commit) that trigger a compaction
 ENCODER_CHECK_S = 30.0  # how long ``holds_only``'s answer is trusted
 # the scalar index of each column a question's WHERE (or the encoder scope) filters on
@@ -263,7 +267,7 @@ class MemoryStore:
         try:
             small = table.stats()["fragment_stats"]["num_small_fragments"]
             if small >= COMPACT_FRAGMENTS:  # also folds new rows into the existing indexes
-                table.optimize()
+                table.optimize(cleanup_older_than=KEEP_EVERY_VERSION)
                 done.append(f"compact ({small} small fragments)")
             existing = {tuple(ix.columns): ix.name for ix in table.list_indices()}
             built = []
@@ -283,7 +287,7 @@ class MemoryStore:
             if not done:  # every index exists: fold in the rows added since
                 stats = table.index_stats(existing[("video_id",)])
                 if stats is not None and stats.num_unindexed_rows > 0:
-                    table.optimize()
+                    table.optimize(cleanup_older_than=KEEP_EVERY_VERSION)
                     done.append(f"optimize ({stats.num_unindexed_rows} new rows indexed)")
         except Exception as exc:  # noqa: BLE001 - an index is an optimisation only
             log.warning("could not refresh the indexes of %s: %s", self.cfg.db, exc)
