@@ -31,15 +31,19 @@ class RayStageRunner:
         slots = cfg.encode.batch_videos * n_enc  # video streams open at once
         decode_cls = make_decode_actor(num_cpus=0.5)
         self.decoders = [
-            decode_cls.options(max_concurrency=math.ceil(slots / n_dec) + 1).remote(
-                cfg.decode, cfg.storage.storage_options
-            )
+            decode_cls.options(
+                max_concurrency=math.ceil(slots / n_dec) + 1,
+                resources=cfg.encode.decode_resources,  # custom resources: where they run
+            ).remote(cfg.decode, cfg.storage.storage_options)
             for _ in range(n_dec)
         ]
         encode_cls = make_encode_actor(use_gpu)
         propagate = cfg.encode.propagate_memory
         self.encoders = [
-            encode_cls.remote(checkpoint, propagate_memory=propagate) for _ in range(n_enc)
+            encode_cls.options(resources=cfg.encode.encode_resources).remote(
+                checkpoint, propagate_memory=propagate
+            )
+            for _ in range(n_enc)
         ]
         ray.get([e.setup.remote() for e in self.encoders])  # weights load inside the actors
 

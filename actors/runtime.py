@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,16 +12,23 @@ from checkpoints.registry import encoder_id, resolve_checkpoint
 from models.config import VMemModelConfig
 from models.select import archive_key_width
 from schemas.config import RayConfig, VMemConfig
-from schemas.settings import quiet_third_party
+from schemas.settings import quiet_third_party, worker_env
+from storage.archive import ArchiveError
+from storage.uri import is_s3
 
 
 def ensure_ray(cfg: RayConfig) -> None:
-    """Initialise Ray once per process (no-op when already connected)."""
+    """Initialise Ray once per process (no-op when already connected).
+
+    A cluster (``address``) keeps its dashboard (deploy/ray-cluster.yaml serves it); only the
+    local Ray started here for one run goes without. The Ray workers of this job get the
+    same quiet environment as the driver (``worker_env``)."""
     if ray.is_initialized():
         return
-    quiet_third_party(["ray"])  # a local Ray without an auth token; no usage reports
+    quiet_third_party(["ray", "lancedb"])  # no auth token or usage reports; no fork warning
+    runtime_env = {"env_vars": worker_env()}
     if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=False)
+        ray.init(address=cfg.address, log_to_driver=False, runtime_env=runtime_env)
         return
     ray.init(
         num_cpus=cfg.num_cpus,
@@ -28,7 +36,24 @@ def ensure_ray(cfg: RayConfig) -> None:
         _node_ip_address="127.0.0.1",
         log_to_driver=False,
         configure_logging=False,
+        runtime_env=runtime_env,
     )
+
+
+def check_local_sources(uris: Iterable[str], cfg: RayConfig) -> None:
+    """Refuse local paths as video sources on a Ray cluster of several nodes (Ray connected):
+    a decode actor may run on a node where the path is not. ``ray.shared_local_paths`` says
+    every node mounts them at the same path. ArchiveError (one line) when refused."""
+    local = next((uri for uri in uris if not is_s3(uri)), None)
+    if local is None or cfg.shared_local_paths:
+        return
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes > 1:
+        raise ArchiveError(
+            f"{local} is a local path, but the Ray cluster has {nodes} nodes and a decoder "
+            "may run on any of them: put the archive on s3://, or set ray.shared_local_paths "
+            "if every node mounts it at that same path"
+        )
 
 
 def gpus_available() -> float:

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from actors.pipeline import IngestPipeline
-from actors.runtime import BoundModel, bind_model, ensure_ray
+from actors.runtime import BoundModel, bind_model, check_local_sources, ensure_ray
 from actors.writer import MemoryWriter
 from flows.progress import IngestProgress
 from flows.report import ingest_markdown
@@ -40,14 +40,16 @@ def run_pipeline(todo: list[VideoTask], bound: BoundModel):
     outcomes: list[VideoOutcome] = []
     if todo:
         ensure_ray(cfg.ray)
+        check_local_sources((t.uri for t in todo), cfg.ray)  # a folder on one node only?
         with (
+            IngestProgress(todo, cfg.decode) as progress,  # bars (and metrics, if asked)
             IngestPipeline(cfg, bound.checkpoint) as pipeline,
-            IngestProgress(len(todo)) as progress,
         ):
+            pipeline.runner = progress.watch(pipeline.runner)  # probes, timings, queues
 
             def on_video(outcome, records):
                 outcomes.append(outcome)
-                writer.add(outcome, records)
+                progress.add_to_writer(writer, outcome, records)  # times its commits
                 progress.video_done(outcome)
 
             pipeline.run(todo, on_video, progress.clips_done)

@@ -91,6 +91,15 @@ class EncodeConfig(_Frozen):
     propagate_memory: bool = Field(
         True, description="carry memory(t-1) into clip t; False resets it (an ablation)"
     )
+    decode_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each decode actor asks for, e.g. {decode: 1}: "
+        "decoders go only to nodes that advertise them (ray start --resources)",
+    )
+    encode_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each encode actor asks for, e.g. {encode: 1}",
+    )
 
 
 class QueryConfig(_Frozen):
@@ -132,6 +141,12 @@ class StorageConfig(_Frozen):
 class RayConfig(_Frozen):
     address: str | None = Field(None, description="None starts a local Ray on 127.0.0.1")
     num_cpus: int | None = Field(None, description="CPUs of the local Ray (None: all)")
+    shared_local_paths: bool = Field(
+        False,
+        description="every node of the Ray cluster mounts local source folders at the same "
+        "path (NFS, ...): allow them; otherwise a folder source on a cluster of several "
+        "nodes is refused (its decoders may run where the folder is not)",
+    )
 
 
 class VMemConfig(_Frozen):
