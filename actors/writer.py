@@ -3,6 +3,11 @@
 Memories of a video are committed before its catalog row says ``done``; both are
 merge-inserts on their keys. A run killed at any point and run again re-encodes only the
 videos not yet ``done`` and rewrites the same keys: nothing lost, nothing duplicated.
+
+It is a plain object on the ingest driver. What keeps it the only writer of its database
+is the writer lease (``storage.lease``) the ingest flow holds for the whole run: each commit
+goes through ``writer_lock``, which checks the lease is still this run's (LeaseLost when it
+expired or was taken over) before writing.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoOutcome, VideoTask
 from storage.catalog import Catalog
-from storage.db import writer_lock
+from storage.db import chunks, in_list, writer_lock
 from storage.encoders import EncoderLedger
 from storage.memories import MemoryStore
 
@@ -55,11 +60,21 @@ class MemoryWriter:
     def follow_deletions(self, archive: str, listed: list[VideoTask]) -> list[str]:
         """The catalog follows the archive: videos of ``archive`` that a successful listing
         ``listed`` no longer holds are marked ``deleted`` (catalog rows kept), then their
-        memories (every encoder's) are pruned. The catalog
+        memories (every encoder's) and their encoder-ledger entries are pruned. The catalog
         commit comes first, so readers stop seeing the memories at once; a run killed before
         the prune prunes on the next run. Returns the uris marked deleted now."""
         with writer_lock(self.cfg):
             marked, gone = self.catalog.mark_deleted(archive, listed)
             if gone:
                 self.store.delete_videos(gone)
+                self._forget_ledger_entries(gone)
         return [row["uri"] for row in marked]
+
+    def _forget_ledger_entries(self, video_ids: list[str]) -> None:
+        """Drop every encoder's ledger entry of some videos: if one comes back, each encoder
+        has to encode it again (its memories were pruned)."""
+        table = self.ledger.table
+        for ids in chunks(video_ids):
+            predicate = in_list("video_id", ids)
+            if table.count_rows(predicate):
+                table.delete(predicate)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +33,6 @@ AsOfOpt = Annotated[
     ),
 ]
 _DEFAULT_OUT = TrainConfig.model_fields["out_dir"].default
-_DEFAULT_OUT = TrainConfig.model_fields["out_dir"].default
 
 
 def _eval(field: str) -> str:
@@ -54,9 +55,64 @@ def entry() -> None:
 def _config(opts: RunOptions) -> VMemConfig:
     """The config file (or the defaults) with the command line's overrides, or a clear error."""
     try:
-        return opts.pipeline_config()
+        cfg = opts.pipeline_config()
     except ConfigError as exc:
         _fail(str(exc))
+    _check_db_path(cfg)
+    return cfg
+
+
+# ---- the operator's mistakes, each one line (exit 2) before anything starts ---------------
+def _check_db_path(cfg: VMemConfig) -> None:
+    """A local database must be a folder (or not exist yet, for ingest to create)."""
+    from storage.uri import is_s3
+
+    db = cfg.storage.db
+    if not is_s3(db) and Path(db).expanduser().exists() and not Path(db).expanduser().is_dir():
+        _fail(f"the database {db} is a file, not a database folder (--db, $VMEM_DB, storage.db)")
+
+
+def _require_memories(cfg: VMemConfig) -> None:
+    """Reading commands need a database that exists and holds memories."""
+    from storage.db import StorageError, connect, open_table
+    from storage.uri import is_s3
+
+    db = cfg.storage.db
+    if not is_s3(db) and not Path(db).expanduser().is_dir():
+        _fail(f"no database at {db}: give --db (or $VMEM_DB), or run `vmem ingest SOURCE` first")
+    try:
+        empty = open_table(connect(cfg.storage), "memories") is None
+    except StorageError:
+        return  # unreachable: the command's own storage handling says so
+    if empty:
+        _fail(f"the database {db} holds no memories yet: run `vmem ingest SOURCE --db {db}`")
+
+
+def _check_source(source: str, cfg: VMemConfig) -> None:
+    """A local source must exist (s3:// sources are checked by listing them), and on a Ray
+    cluster of several nodes be mounted on all of them (actors.runtime.check_local_sources)."""
+    from storage.uri import is_s3
+
+    if is_s3(source):
+        return
+    if not Path(source).expanduser().exists():
+        _fail(f"source folder not found: {source}")
+    if cfg.ray.address:
+        from actors.runtime import check_local_sources, ensure_ray
+        from storage.archive import ArchiveError
+
+        ensure_ray(cfg.ray)
+        try:
+            check_local_sources([source], cfg.ray)
+        except ArchiveError as exc:
+            _fail(str(exc))
+
+
+def _check_question(question: str, k: int | None) -> None:
+    if not question.strip():
+        _fail('the question is empty: ask something, e.g. vmem ask "where is the red car?"')
+    if k is not None and k < 1:
+        _fail(f"-k {k}: clips selected per video must be at least 1")
 
 
 def _bind(cfg: VMemConfig):
@@ -94,9 +150,54 @@ def _warn(message: str) -> None:
     err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def _fail(message: str, code: int = 2):
+def _fail(message: str, code: int = EXIT_USAGE):
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
+
+
+# ---- storage failures (object storage down, the writer lease) ----------------------------
+EXIT_STORAGE = 4  # the database could not be reached or written; nothing committed is lost
+EXIT_WRITER_BUSY = 75  # another writer held the database's writer lease (EX_TEMPFAIL: retry)
+
+
+@contextmanager
+def _storage_errors(cfg: VMemConfig) -> Iterator[None]:
+    """Storage failures as one line with their exit code, credentials redacted: an endpoint
+    that cannot be reached (after the bounded retries of storage.uri.RETRY_DEFAULTS), a
+    missing bucket, refused keys, a writer lease held by another run or lost."""
+    from storage.db import StorageError
+    from storage.lease import LeaseError, WriterBusy
+    from storage.uri import ObjectStoreError, object_store_message, redact
+
+    options = cfg.storage.storage_options
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except WriterBusy as exc:
+        _fail(redact(str(exc), options), EXIT_WRITER_BUSY)
+    except (StorageError, LeaseError, ObjectStoreError) as exc:
+        _fail(redact(str(exc), options), EXIT_STORAGE)
+    except (ValueError, OSError, RuntimeError) as exc:  # LanceDB's object-store errors
+        message = object_store_message(exc, cfg.storage.db, options)
+        if message is None:
+            raise
+        _fail(message, EXIT_STORAGE)
+
+
+def _preflight(cfg: VMemConfig, source: str | None = None) -> None:
+    """Reach the database (and an s3:// source) before a flow starts, so that an endpoint
+    that is down is one line here rather than a failed flow run's traceback."""
+    from storage.db import connect
+    from storage.uri import ObjectStoreError, is_s3, probe_s3
+
+    if is_s3(cfg.storage.db):
+        connect(cfg.storage)
+    if source is not None and is_s3(source):
+        try:
+            probe_s3(source, cfg.storage.storage_options)
+        except ObjectStoreError as exc:  # a source that cannot be listed: exit 2, as a folder
+            _fail(str(exc))
 
 
 @app.command()
@@ -105,30 +206,84 @@ def ingest(
     source: Annotated[str, typer.Argument(help="folder (recursive) or s3://bucket/prefix")],
     opts: RunOptions,
     retry_failed: Annotated[bool, typer.Option(help="retry videos that failed before")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="serve the run's Prometheus metrics on 127.0.0.1:PORT (flows/metrics.py)",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(help="push the run's metrics to this Prometheus Pushgateway at the end"),
+    ] = None,
 ):
-    """Decode and encode every new or changed video of SOURCE into memories."""
-    from flows.ingest import ingest_flow
+    """Decode and encode every new or changed video of SOURCE into memories.
+
+    Exit status, for schedulers:
+
+    0  every listed video is done or unchanged. A video that failed in an
+       earlier run and has not changed since is counted "failed before",
+       not tried again, and does not fail the run (--retry-failed tries it).
+
+    3  one or more videos newly failed in this run: the summary and the
+       Prefect artifact list them, and the Prefect flow run ends Failed.
+
+    2  usage error: a bad option, config or model, or a source that cannot
+       be listed.
+
+    4  the database could not be reached or written (object storage down
+       after bounded retries, or the writer lease lost); what was committed
+       stays; run again.
+
+    75 another run held the database's writer lease for longer than
+       storage.writer_wait_s (one writer per database; a second run waits).
+    """
+    from flows.ingest import run_ingest
+    from flows.metrics import MetricsError, collect
+    from flows.progress import startup
     from storage.archive import ArchiveError
 
     cfg = _config(opts)
-    bound = _bind(cfg)
     try:
-        report = ingest_flow(source, cfg, retry_failed, bound=bound)
+        with startup(err), collect(metrics_port, pushgateway, warn=_warn):
+            bound = _bind(cfg)
+            _check_source(source, cfg)
+            with _storage_errors(cfg):
+                _preflight(cfg, source)
+                report = run_ingest(source, cfg, retry_failed, bound=bound)
     except ArchiveError as exc:
         _fail(str(exc))
+    except MetricsError as exc:
+        _fail(str(exc))
     views.print_ingest_report(console, report)
+    if report.failed:
+        raise typer.Exit(EXIT_NEW_FAILURES)
 
 
 @app.command()
 @shared_options("db", "config")
-def status(opts: RunOptions, json_out: JsonOpt = False):
-    """The catalog: every video, its status and error."""
+def status(
+    opts: RunOptions,
+    only: Annotated[
+        views.VideoStatus | None,
+        typer.Option("--status", help="list only the videos in this state (totals: all)"),
+    ] = None,
+    json_out: JsonOpt = False,
+):
+    """The catalog: every video, its status and error, and the totals per status."""
     from storage.catalog import Catalog
     from storage.memories import MemoryStore
+    from storage.uri import is_s3
 
     cfg = _config(opts)
-    rows = Catalog(MemoryStore(cfg.storage)).all().to_pylist()
-    views.print_status(console, rows, json_out)
+    db = cfg.storage.db
+    if not is_s3(db) and not Path(db).expanduser().is_dir():
+        _fail(f"no database at {db}: give --db (or $VMEM_DB), or run `vmem ingest SOURCE` first")
+    with _storage_errors(cfg):
+        rows = Catalog(MemoryStore(cfg.storage)).all().to_pylist()
+    views.print_status(console, rows, json_out, only=only and only.value)
 
 
 @app.command()
@@ -148,10 +303,15 @@ def ask(
     from actors.query import QueryStage
     from schemas.records import Question
 
+    _check_question(question, k)
     cfg = _as_of(_config(opts), as_of)
+    with _storage_errors(cfg):
+        _preflight(cfg)
     bound = _bind(cfg)
-    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-    result = stage.select([Question(question=question, where=where, k=k)])[0]
+    _require_memories(cfg)
+    with _storage_errors(cfg):
+        stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+        result = stage.select([Question(question=question, where=where, k=k)])[0]
     if result.error is not None:
         _fail(str(result.error))
     if answer:
@@ -187,9 +347,14 @@ def answer(
         report = answer_flow(questions, str(output), cfg, generate, bound=bound)
     except QuestionFileError as exc:
         _fail(str(exc))
+    failed = ", ".join(report.failed_ids[:10]) + (", ..." if report.failed > 10 else "")
     console.print(
-        f"{report.questions} questions: {report.answered} answered, {report.failed} failed; "
-        f"{report.rows} rows -> {report.output} ({report.wall_seconds:.1f} s)"
+        f"{report.questions} questions: {report.answered} answered, "
+        f"{report.no_match} matched no memory, {report.failed} failed"
+        f"{f' ({failed})' if report.failed else ''}; "
+        f"{report.rows} rows -> {report.output} ({report.wall_seconds:.1f} s)",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -206,9 +371,14 @@ def sql(
     from storage.sql import SqlError
 
     cfg = _as_of(_config(opts), as_of)
+    with _storage_errors(cfg):
+        _preflight(cfg)
     bound = _bind(cfg)
+    _require_memories(cfg)
     try:
-        table = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query).sql(statement)
+        with _storage_errors(cfg):
+            stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+            table = stage.sql(statement)
     except SqlError as exc:
         _fail(f"SQL error: {exc}")
     views.print_table(console, table.to_pylist(), json_out)
@@ -218,19 +388,90 @@ def sql(
 @shared_options(*PIPELINE_OPTIONS)
 def serve(
     opts: RunOptions,
-    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default service.host: 127.0.0.1)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default service.port: 8000)")] = None,
 ):
-    """Serve the search API over HTTP: POST /sql, POST /ask, GET /health."""
-    import uvicorn
-
-    from actors.api import create_app
-    from actors.query import QueryStage
+    """Serve the search API on Ray Serve until Ctrl-C: /v1/search, /v1/sql, /v1/videos,
+    /healthz, /metrics (OpenAPI at /v1/openapi.json). Requests need a key: `vmem keys create`."""
+    from service.serve import serve_until_stopped
 
     cfg = _config(opts)
+    with _storage_errors(cfg):
+        _preflight(cfg)
     bound = _bind(cfg)
-    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-    uvicorn.run(create_app(stage), host=host, port=port, log_level="warning")
+    _require_memories(cfg)
+    serve_until_stopped(cfg, host or cfg.service.host, port or cfg.service.port, bound)
+
+
+# ---- API keys of the search service (service.auth) ----------------------------------------
+keys_app = typer.Typer(
+    no_args_is_help=True, help="API keys of `vmem serve` (only hashes are stored)."
+)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(opts: RunOptions):
+    from service.auth import KeyStore
+    from storage.uri import is_s3
+
+    cfg = _config(opts)
+    db = cfg.storage.db
+    if not is_s3(db) and not Path(db).expanduser().is_dir():
+        _fail(f"no database at {db}: give --db (or $VMEM_DB), or run `vmem ingest SOURCE` first")
+    with _storage_errors(cfg):
+        _preflight(cfg)
+        return cfg, KeyStore(cfg.storage)
+
+
+@keys_app.command("create")
+@shared_options("db", "config")
+def keys_create(
+    opts: RunOptions,
+    scope: Annotated[
+        str, typer.Option("--scope", help="read: search, sql, videos; write: batches too")
+    ] = "read",
+):
+    """Make a key; it is printed once, alone on the last line (only its hash is kept)."""
+    from service.auth import KeyStoreError
+
+    cfg, store = _key_store(opts)
+    try:
+        with _storage_errors(cfg):
+            new = store.create(scope)
+    except KeyStoreError as exc:
+        _fail(str(exc))
+    err.print(f"created API key {new.key_id} (scope {new.scope}); it is not shown again:")
+    print(new.key, flush=True)
+
+
+@keys_app.command("revoke")
+@shared_options("db", "config")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (vmem keys list)")],
+    opts: RunOptions,
+):
+    """Revoke a key: replicas refuse it within service.keys_refresh_s seconds."""
+    from service.auth import KeyStoreError
+
+    cfg, store = _key_store(opts)
+    try:
+        with _storage_errors(cfg):
+            store.revoke(key_id)
+    except KeyStoreError as exc:
+        _fail(str(exc))
+    console.print(f"revoked API key {key_id}", markup=False, highlight=False)
+
+
+@keys_app.command("list")
+@shared_options("db", "config")
+def keys_list(opts: RunOptions, json_out: JsonOpt = False):
+    """Every key's id, scope, and when it was made and revoked (never the key itself)."""
+    cfg, store = _key_store(opts)
+    with _storage_errors(cfg):
+        rows = store.list()
+    views.print_table(console, rows, json_out)
 
 
 @app.command()

@@ -1,4 +1,10 @@
-"""The ingest flow: archive -> memories in LanceDB, each video decoded and encoded once."""
+"""The ingest flow: archive -> memories in LanceDB, each video decoded and encoded once.
+
+Its final state tells a scheduler what happened: Completed when every listed video is done
+or unchanged (earlier failures that did not change are counted, not raised again); Failed
+when a video newly failed in this run, with ``IngestFailed`` (carrying the report) as the
+state's data. The read-only steps and the index refresh are retried (``retry`` section).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import time
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed
 
 from actors.pipeline import IngestPipeline
 from actors.runtime import BoundModel, bind_model, check_local_sources, ensure_ray
@@ -14,8 +21,9 @@ from flows.progress import IngestProgress
 from flows.report import ingest_markdown
 from schemas.config import VMemConfig
 from schemas.records import IngestReport, VideoOutcome, VideoTask
-from storage.archive import list_source
+from storage.archive import ArchiveError, list_source
 from storage.catalog import Catalog
+from storage.lease import hold_writer
 from storage.memories import MemoryStore
 from storage.versions import tag_ingest
 
@@ -30,6 +38,17 @@ def list_archive(source: str, cfg: VMemConfig) -> list[VideoTask]:
 def plan(tasks: list[VideoTask], cfg: VMemConfig, encoder: str, retry_failed: bool):
     """Diff against the catalog: (videos to ingest, videos unchanged since last time)."""
     return Catalog(MemoryStore(cfg.storage)).plan(tasks, encoder, retry_failed)
+
+
+@task(name="earlier-failures")
+def earlier_failures(skipped: list[VideoTask], cfg: VMemConfig) -> list[tuple[str, str]]:
+    """(uri, error) of the skipped videos whose last try failed: unchanged since, not retried."""
+    if not skipped:
+        return []
+    uris = {t.video_id: t.uri for t in skipped}
+    failed = Catalog(MemoryStore(cfg.storage)).table.search().where("status = 'failed'")
+    rows = failed.select(["video_id", "error"]).limit(None).to_arrow().to_pylist()
+    return [(uris[r["video_id"]], r["error"] or "") for r in rows if r["video_id"] in uris]
 
 
 @task(name="decode-encode-commit")
@@ -95,28 +114,86 @@ def ingest_flow(
     started = time.perf_counter()
     if bound is None:  # checkpoint, encoder id, decode config fitted to the model
         bound = bind_model(config)
-    tasks = list_archive(source, config)
-    deleted = follow_deletions(source, tasks, bound)  # gone from SOURCE -> catalog "deleted"
-    todo, skipped = plan(tasks, config, bound.encoder, retry_failed)
-    outcomes, commits = run_pipeline(todo, bound)
-    if outcomes:
-        refresh_indexes(config)
-    report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits)
-    report.deleted, report.deleted_uris = len(deleted), deleted
-    if outcomes:  # name the table versions this run produced (vmem ... --as-of TAG)
-        report.version_tag = tag_version(config)
+    tasks = retrying(list_archive, config)(source, config)
+    # one writer per database from plan to last commit: a second run into the same db waits
+    # here (storage.lease; "waiting for the writer lease ... held by X until T")
+    with hold_writer(config.storage, notify=get_run_logger().warning):
+        deleted = follow_deletions(source, tasks, bound)  # gone from SOURCE -> catalog "deleted"
+        todo, skipped = retrying(plan, config)(tasks, config, bound.encoder, retry_failed)
+        before = retrying(earlier_failures, config)(skipped, config)  # counted, not raised again
+        outcomes, commits = run_pipeline(todo, bound)
+        if outcomes:
+            retrying(refresh_indexes, config)(config)
+        report = summarise(source, config, bound.encoder, outcomes, len(skipped), commits, before)
+        report.deleted, report.deleted_uris = len(deleted), deleted
+        if outcomes:  # name the table versions this run produced (vmem ... --as-of TAG)
+            report.version_tag = tag_version(config)
     report.wall_seconds = time.perf_counter() - started
     create_markdown_artifact(key="vmem-ingest-report", markdown=ingest_markdown(report))
-    get_run_logger().info(
-        "ingest: %d done, %d failed, %d skipped", report.done, report.failed, report.skipped
-    )
+    get_run_logger().info("ingest: %s", report.counts_line())
+    if report.failed:  # a video newly failed: the run ends Failed, so that alerts fire
+        return Failed(message=report.counts_line(), data=IngestFailed(report))
     return report
 
 
-def summarise(source, cfg, encoder, outcomes, skipped: int, commits: int) -> IngestReport:
-    """Fold per-video outcomes into the run's report."""
+class IngestFailed(Exception):
+    """Videos newly failed in an ingest run (the Failed state's data); ``report`` says which.
+
+    Calling ``ingest_flow`` directly raises it; ``run_ingest`` returns the report instead."""
+
+    def __init__(self, report: IngestReport) -> None:
+        super().__init__(f"ingest of {report.source}: {report.counts_line()}")
+        self.report = report
+
+    def __reduce__(self):  # pickled with its report (Prefect may persist the state's data)
+        return (IngestFailed, (self.report,))
+
+
+def run_ingest(
+    source: str, config: VMemConfig, retry_failed: bool = False, bound: BoundModel | None = None
+) -> IngestReport:
+    """Run ``ingest_flow`` in this process and return its report, failed videos or not (the
+    flow run's state in Prefect still says Failed when a video newly failed)."""
+    try:
+        return ingest_flow(source, config, retry_failed, bound=bound)
+    except IngestFailed as exc:
+        return exc.report
+
+
+def retrying(step, cfg: VMemConfig):
+    """``step`` with the config's Prefect retries; an ArchiveError is final (it names a
+    source that is not there, or its S3 client already retried) and is not retried."""
+    return step.with_options(
+        retries=cfg.retry.task_retries,
+        retry_delay_seconds=cfg.retry.task_retry_delay_s,
+        retry_condition_fn=_worth_retrying,
+    )
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    return not isinstance(state.result(raise_on_failure=False), ArchiveError)
+
+
+def summarise(
+    source,
+    cfg,
+    encoder,
+    outcomes,
+    skipped: int,
+    commits: int,
+    earlier: list[tuple[str, str]] | None = None,
+) -> IngestReport:
+    """Fold per-video outcomes into the run's report. ``skipped`` counts every unchanged
+    video; ``earlier`` names those of them whose last try failed (reported apart)."""
+    earlier = earlier or []
     report = IngestReport(
-        source=source, db=cfg.storage.db, encoder=encoder, skipped=skipped, commits=commits
+        source=source,
+        db=cfg.storage.db,
+        encoder=encoder,
+        skipped=skipped - len(earlier),
+        failed_before=len(earlier),
+        earlier_failures=earlier,
+        commits=commits,
     )
     for outcome in outcomes:
         if outcome.status == "done":

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 
 from schemas.eval_config import EvalConfig
 from schemas.settings import VMemSettings
@@ -121,21 +128,57 @@ class QueryConfig(_Frozen):
     )
 
 
+# storage_options keys that hold credentials. A JSON dump of the config (the parameters a
+# Prefect flow run records, a config written out) shows them as "***"; storage.uri reads
+# "***" as absent and takes the AWS_* environment instead (how a deployment gets its keys).
+SECRET_OPTION_KEYS = frozenset(
+    {
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+    }
+)
+REDACTED = "***"
+
+
 class StorageConfig(_Frozen):
     db: str = Field(
         default_factory=lambda: VMemSettings().db,
         description="LanceDB URI (folder or s3://bucket/prefix); default $VMEM_DB or ./vmem-data",
     )
     storage_options: dict[str, str] = Field(
-        default_factory=dict, description="object-store options (endpoint, keys, region)"
+        default_factory=dict,
+        description="object-store options (endpoint, keys, region; retries and timeouts: "
+        "client_max_retries, client_retry_timeout, connect_timeout, timeout, defaults in "
+        "storage.uri.RETRY_DEFAULTS, used by LanceDB and boto3 alike)",
     )
     commit_videos: int = Field(8, ge=1, description="videos per LanceDB commit")
+    writer_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="s3:// databases: the writer lease's expiry, renewed every third of it; "
+        "how long a killed writer can block the next one (storage.lease)",
+    )
+    writer_wait_s: float = Field(
+        3600.0,
+        ge=0,
+        description="how long a second writer (another `vmem ingest` into the same database) "
+        "waits for the writer lease before it gives up with exit code 75; 0: at once",
+    )
+
     keep_versions_days: float = Field(
         7.0,
         ge=0,
         description="`vmem maintain` removes table versions older than this many days, and "
         "the ingest-* tags on them except the newest (other tags keep their versions)",
     )
+
+    @field_serializer("storage_options", when_used="json")
+    def _redact_credentials(self, options: dict[str, str]) -> dict[str, str]:
+        return {k: REDACTED if k.lower() in SECRET_OPTION_KEYS else v for k, v in options.items()}
 
 
 class RayConfig(_Frozen):
@@ -149,6 +192,68 @@ class RayConfig(_Frozen):
     )
 
 
+class RetryConfig(_Frozen):
+    """What an ingest run does about faults that are not a video's own."""
+
+    task_retries: int = Field(
+        2, ge=0, description="Prefect retries of the safe steps: listing, plan, index refresh"
+    )
+    task_retry_delay_s: float = Field(5.0, ge=0, description="seconds between those retries")
+    actor_restarts: int = Field(
+        3, ge=0, description="times Ray restarts a lost decode or encode actor in one run"
+    )
+    video_attempts: int = Field(
+        3,
+        ge=1,
+        description="tries of one video when actors are lost under it (each from clip 0); "
+        "a video whose own content fails is not tried again",
+    )
+
+
+class ServiceConfig(_Frozen):
+    """The search service (`vmem serve`, service/): its Ray Serve deployment and limits."""
+
+    host: str = Field("127.0.0.1", description="bind address of Serve's HTTP proxy (--host)")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP proxy (--port)")
+    replicas: int = Field(
+        1, ge=1, description="replicas (each holds one query stage) when autoscaling is off"
+    )
+    autoscale_min_replicas: int = Field(1, ge=0, description="autoscaling: fewest replicas")
+    autoscale_max_replicas: int | None = Field(
+        None, ge=1, description="autoscaling: most replicas; None: no autoscaling (`replicas`)"
+    )
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="autoscaling: requests in flight per replica it aims for"
+    )
+    replica_num_cpus: float = Field(1.0, ge=0, description="CPUs each replica reserves")
+    replica_num_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves")
+    max_ongoing_requests: int = Field(
+        8, ge=1, description="requests one replica works on at once; more wait in its queue"
+    )
+    max_queued_requests: int = Field(
+        64, ge=1, description="requests waiting per deployment; beyond it 503 with Retry-After"
+    )
+    retry_after_s: float = Field(
+        1.0, ge=0, description="the Retry-After of a 503 sent when the queue is full"
+    )
+    body_limit_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body; a larger one is refused (413)"
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, description="seconds one request may take before it is answered 504"
+    )
+    page_size: int = Field(
+        100, ge=1, le=10_000, description="rows per page of /v1/sql and /v1/videos"
+    )
+    max_k: int = Field(32, ge=1, description="largest k (clips per video) /v1/search accepts")
+    search_page_videos: int = Field(
+        10, ge=1, description="videos per page of /v1/search (of query.max_videos selected)"
+    )
+    keys_refresh_s: float = Field(
+        10.0, gt=0, description="how often a replica re-reads the api_keys table (revocations)"
+    )
+
+
 class VMemConfig(_Frozen):
     """The whole tree: one section per concern; ``train`` and ``eval`` are read only by
     ``vmem train`` and ``vmem eval``, the others by the pipeline commands."""
@@ -159,6 +264,8 @@ class VMemConfig(_Frozen):
     query: QueryConfig = QueryConfig()
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = RayConfig()
+    retry: RetryConfig = RetryConfig()
+    service: ServiceConfig = ServiceConfig()  # `vmem serve`
     train: TrainConfig = Field(default_factory=TrainConfig)  # `vmem train`
     eval: EvalConfig = Field(default_factory=EvalConfig)  # `vmem eval`
 

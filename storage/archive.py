@@ -12,10 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from schemas.records import VideoTask
-from storage.uri import S3_SCHEME, is_s3, lance_options, s3_client, split_s3
+from storage.uri import S3_SCHEME, endpoint_of, is_s3, redact, s3_client, split_s3
 
 VIDEO_EXTENSIONS = frozenset(".mp4 .mkv .mov .avi .webm .m4v .mpg .mpeg .ts .flv .wmv".split())
 READ_BUFFER = 8 * 1024 * 1024  # bytes per ranged GET when streaming a video from S3
@@ -205,24 +211,28 @@ def _list_s3(source: str, storage_options: dict[str, Any] | None) -> list[VideoT
 
 
 def _s3_error(exc: Exception, uri: str, storage_options: dict[str, Any] | None) -> ArchiveError:
-    """One clear message per failure class (endpoint, bucket, object, permission)."""
-    if isinstance(exc, EndpointConnectionError):
-        endpoint = lance_options(storage_options).get("aws_endpoint", "the default AWS endpoint")
-        return ArchiveError(f"cannot reach s3 endpoint {endpoint} for {uri}: {exc}")
-    if isinstance(exc, ClientError):
+    """One clear line per failure class (endpoint, bucket, object, permission), naming the
+    endpoint and the object, with any credential redacted. Raised after botocore's bounded
+    retries (``storage.uri.RETRY_DEFAULTS``) gave up."""
+    endpoint = endpoint_of(storage_options)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        message = f"cannot reach s3 endpoint {endpoint} for {uri}: {exc}"
+    elif isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         if code == "NoSuchBucket":
-            return ArchiveError(f"bucket not found: s3://{split_s3(uri)[0]} (listing {uri})")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return ArchiveError(f"object not found: {uri}")
-        if code == "PreconditionFailed":
-            return ArchiveError(f"object changed while it was being read: {uri}")
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return ArchiveError(f"access denied to {uri}: {code} {error.get('Message', '')}")
-        return ArchiveError(f"s3 error on {uri}: {code} {error.get('Message', '')}")
-    endpoint = lance_options(storage_options).get("aws_endpoint", "the default AWS endpoint")
-    return ArchiveError(f"s3 error on {uri} (endpoint {endpoint}): {exc}")
+            message = f"bucket not found: s3://{split_s3(uri)[0]} (listing {uri})"
+        elif code in ("NoSuchKey", "404", "NotFound"):
+            message = f"object not found: {uri}"
+        elif code == "PreconditionFailed":
+            message = f"object changed while it was being read: {uri}"
+        elif code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            message = f"access denied to {uri}: {code} {error.get('Message', '')}"
+        else:
+            message = f"s3 error on {uri} (endpoint {endpoint}): {code} {error.get('Message', '')}"
+    else:
+        message = f"s3 error on {uri} (endpoint {endpoint}): {exc}"
+    return ArchiveError(redact(message.strip(), storage_options))
 
 
 def read_file(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
@@ -13,16 +13,16 @@ import lancedb
 import numpy as np
 
 from schemas.config import StorageConfig
-from storage.uri import is_s3, lance_options
-
-LOCK_NAME = ".vmem-writer.lock"
-
+from storage.lease import LOCK_NAME as LOCK_NAME  # the local writer lock's file name
+from storage.lease import hold_writer
+from storage.uri import is_s3, lance_options, object_store_message
 
 IN_CHUNK = 500  # values per IN (...) list, so filters stay a reasonable size
 
 
 class StorageError(RuntimeError):
-    """A table that is missing or does not fit the encoder writing to it."""
+    """A table that is missing or does not fit the encoder writing to it, or a database on
+    object storage that cannot be reached (the message names the endpoint)."""
 
 
 def connect(cfg: StorageConfig) -> lancedb.DBConnection:
@@ -33,9 +33,15 @@ def connect(cfg: StorageConfig) -> lancedb.DBConnection:
     consistency = timedelta(0)
     if is_s3(cfg.db):
         options = lance_options(cfg.storage_options)
-        return lancedb.connect(
-            cfg.db, storage_options=options, read_consistency_interval=consistency
-        )
+        try:
+            return lancedb.connect(
+                cfg.db, storage_options=options, read_consistency_interval=consistency
+            )
+        except (ValueError, OSError, RuntimeError) as exc:  # a Rust error struct: one line
+            message = object_store_message(exc, cfg.db, cfg.storage_options)
+            if message is None:
+                raise
+            raise StorageError(message) from exc
     Path(cfg.db).mkdir(parents=True, exist_ok=True)
     return lancedb.connect(cfg.db, read_consistency_interval=consistency)
 
@@ -52,23 +58,22 @@ def open_table(db: lancedb.DBConnection, name: str) -> Any | None:
 
 @contextmanager
 def writer_lock(cfg: StorageConfig) -> Iterator[None]:
-    """Hold the database's single-writer lock (blocks until free).
+    """Be the database's single writer for one commit (or a maintenance step).
 
-    Local: an fcntl lock on ``<db>/.vmem-writer.lock``, across processes on this host.
-    On s3:// this is a no-op: there is no shared file system to lock; Lance's conditional
-    (compare-and-swap) manifest commits plus the one writer actor of the ingest flow are
-    the guarantee there."""
-    if is_s3(cfg.db):
+    Across processes and hosts: the writer lease of ``storage.lease`` (an fcntl lock on
+    ``<db>/.vmem-writer.lock`` for a local folder, a conditional-put lease object on
+    s3://), waited for when another process holds it; inside an ingest run, which holds the
+    lease for the whole run, it is reused after checking it was not lost (LeaseLost).
+    Within this process, threads take turns."""
+    with _commit_lock(cfg.db), hold_writer(cfg):
         yield
-        return
-    path = Path(cfg.db)
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_NAME, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_commit_locks: dict[str, threading.RLock] = {}
+
+
+def _commit_lock(db: str) -> threading.RLock:
+    return _commit_locks.setdefault(db, threading.RLock())
 
 
 def sql_literal(value: Any) -> str:
