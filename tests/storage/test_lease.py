@@ -165,3 +165,24 @@ def test_local_lock_waits_names_the_holder_and_gives_up(tmp_path):
     second.release()
     with pytest.raises(LeaseLost):
         second.check()
+
+
+def test_cli_gives_lease_and_storage_errors_their_exit_codes(capsys):
+    import typer
+
+    from flows.cli import EXIT_STORAGE, EXIT_WRITER_BUSY, _storage_errors
+    from schemas.config import VMemConfig
+    from storage.lease import LeaseError
+
+    options = {"aws_secret_access_key": "cli-secret-31"}
+    cfg = VMemConfig(storage=StorageConfig(db="s3://b/db", storage_options=options))
+    for error, code in [(WriterBusy, EXIT_WRITER_BUSY), (LeaseLost, EXIT_STORAGE),
+                        (LeaseError, EXIT_STORAGE)]:  # fmt: skip
+        with pytest.raises(typer.Exit) as raised, _storage_errors(cfg):
+            raise error("the writer lease of s3://b/db ... key cli-secret-31")
+        assert raised.value.exit_code == code
+        printed = capsys.readouterr().err
+        assert printed.startswith("error: the writer lease of s3://b/db")
+        assert "cli-secret-31" not in printed and printed.count("\n") == 1
+    with pytest.raises(KeyError), _storage_errors(cfg):  # not a storage failure: raised
+        raise KeyError("a bug")
