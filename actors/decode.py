@@ -147,11 +147,17 @@ def _stage_error(exc: Exception, uri: str, opened: bool) -> StageError:
     return StageError(kind, message)
 
 
-def make_decode_actor(num_cpus: float = 0.5, backpressure: int = BACKPRESSURE_CHUNKS):
+def make_decode_actor(
+    num_cpus: float = 0.5, backpressure: int = BACKPRESSURE_CHUNKS, max_restarts: int = 0
+):
     """The Ray actor class of DecodeStage; ``stream`` is a streaming generator method.
 
     Ray pauses the generator once ``backpressure`` chunks are produced but not consumed,
-    so memory per video stream is bounded by the consumer, not by the decoder's speed."""
+    so memory per video stream is bounded by the consumer, not by the decoder's speed.
+    Ray restarts a lost actor up to ``max_restarts`` times and replays a stream the loss
+    cut on the new one, from the start, skipping the chunks already taken (decoding is
+    deterministic). Past those retries the stream fails and the driver starts that video
+    again from clip 0."""
     import ray
 
     class DecodeActor(DecodeStage):
@@ -160,4 +166,5 @@ def make_decode_actor(num_cpus: float = 0.5, backpressure: int = BACKPRESSURE_CH
             yield from super().stream(task)
 
     DecodeActor.__name__ = DecodeActor.__qualname__ = "DecodeActor"
-    return ray.remote(num_cpus=num_cpus)(DecodeActor)
+    retries = {"max_restarts": max_restarts, "max_task_retries": max_restarts}
+    return ray.remote(num_cpus=num_cpus, **retries)(DecodeActor)

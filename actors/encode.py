@@ -6,6 +6,10 @@ keeps the carried memory of every video it is encoding; the driver sends each vi
 clips in order to the same actor (Ray runs one caller's calls to an actor in order).
 A step that raises fails its videos only: their clips in the steps queued behind it are
 skipped until the driver releases them, so the steps of other videos go on.
+
+A restarted actor (Ray restarts a lost one) comes back without any carried memory: a clip
+past the first of a video it never saw raises ``CarriedMemoryLost``, which tells the
+driver to start that encoder's videos again rather than fail them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import torch
 from checkpoints.registry import load_model
 from models.select import archive_keys
 from schemas.records import Clip, MemoryRecord
+
+
+class CarriedMemoryLost(RuntimeError):
+    """A video's next clip arrived at an encoder that does not hold its memory (restarted)."""
 
 
 class EncodeStage:
@@ -67,6 +75,12 @@ class EncodeStage:
         ids = [clip.video_id for clip in clips]
         if len(set(ids)) != len(ids):
             raise ValueError("an encode step takes at most one clip per video")
+        unknown = [c for c in clips if c.clip_index > 0 and c.video_id not in self._next_clip]
+        if unknown:
+            raise CarriedMemoryLost(
+                f"encoder holds no memory of video {unknown[0].video_id} at clip "
+                f"{unknown[0].clip_index} (it was restarted)"
+            )
         for clip in clips:
             expected = self._next_clip.get(clip.video_id, 0)
             if clip.clip_index != expected:
@@ -106,10 +120,15 @@ class EncodeStage:
         return torch.stack(rows)
 
 
-def make_encode_actor(use_gpu: bool):
-    """The Ray actor class: one GPU when there is one, half a CPU otherwise."""
+def make_encode_actor(use_gpu: bool, max_restarts: int = 0):
+    """The Ray actor class: one GPU when there is one, half a CPU otherwise.
+
+    Ray restarts a lost actor up to ``max_restarts`` times and replays the calls the loss
+    cut (or that came while it restarted) on the new one: a step holding clip 0 of its
+    videos encodes as before; one past clip 0 raises ``CarriedMemoryLost`` (the memory is
+    gone), and the driver starts that encoder's videos again."""
     import ray  # here, so that the stage itself runs without Ray
 
-    if use_gpu:
-        return ray.remote(num_gpus=1, num_cpus=1)(EncodeStage)
-    return ray.remote(num_cpus=0.5)(EncodeStage)
+    resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": 0.5}
+    retries = {"max_restarts": max_restarts, "max_task_retries": max_restarts}
+    return ray.remote(**resources, **retries)(EncodeStage)

@@ -4,6 +4,8 @@ For unit tests and debugging of the scheduler. A decoder runs ahead of its consu
 most ``chunks_ahead`` chunks (what Ray's generator backpressure does for the actors); an
 encode step runs when it is submitted, so steps finish in submission order. Nothing is
 ever in flight when the scheduler would wait, so ``wait_for_any`` means a scheduling bug.
+A stage that raises ``StageLost`` stands for a lost actor (as does the encoder's own
+``CarriedMemoryLost``): the call fails with ``actor_lost`` as a dead Ray actor's would.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.decode import BACKPRESSURE_CHUNKS, DecodeStage
-from actors.encode import EncodeStage
+from actors.encode import CarriedMemoryLost, EncodeStage
 from actors.scheduler import StageCallFailed
 from schemas.config import VMemConfig
 from schemas.records import Clip, DecodedChunk, MemoryRecord, VideoTask
+
+
+class StageLost(RuntimeError):
+    """Raised by a stage run in process to stand for its actor dying (fakes in tests)."""
+
+
+LOST = (StageLost, CarriedMemoryLost)
 
 
 class VideoDecoder(Protocol):
@@ -103,7 +112,10 @@ class LocalStageRunner:
             return stream.produced.popleft()
         if stream.failure is not None:
             failure = stream.failure
-            raise StageCallFailed(f"decoder raised {type(failure).__name__}: {failure}")
+            raise StageCallFailed(
+                f"decoder raised {type(failure).__name__}: {failure}",
+                actor_lost=isinstance(failure, LOST),
+            )
         return None
 
     def cancel_decode(self, stream: LocalStream) -> None:
@@ -125,7 +137,10 @@ class LocalStageRunner:
     def step_records(self, step: LocalStep) -> list[MemoryRecord]:
         if step.failure is not None:
             failure = step.failure
-            raise StageCallFailed(f"encode step raised {type(failure).__name__}: {failure}")
+            raise StageCallFailed(
+                f"encode step raised {type(failure).__name__}: {failure}",
+                actor_lost=isinstance(failure, LOST),
+            )
         return step.records
 
     def release(self, encoder: int, video_ids: list[str]) -> None:

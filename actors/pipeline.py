@@ -2,7 +2,8 @@
 
 ``IngestPipeline`` owns the decode and encode actors of one ingest run; ``run`` streams
 clips from the decoders into the encoders with continuous batching across videos and
-calls back once per finished video. Failures become ``VideoOutcome``s; the batch goes on.
+calls back once per finished video. Failures become ``VideoOutcome``s; the batch goes on;
+a lost actor is restarted by Ray and its videos are started again (actors.scheduler).
 """
 
 from __future__ import annotations
@@ -46,5 +47,11 @@ class IngestPipeline:
         self, tasks: Iterable[VideoTask], on_video: OnVideo, on_clips: OnClips | None = None
     ) -> None:
         """Ingest ``tasks``; call ``on_video`` once per video as soon as it is complete."""
-        scheduler = IngestScheduler(self.runner, self.cfg.encode.batch_videos, on_video, on_clips)
+        scheduler = IngestScheduler(
+            self.runner,
+            self.cfg.encode.batch_videos,
+            on_video,
+            on_clips,
+            max_attempts=self.cfg.retry.video_attempts,
+        )
         scheduler.run(tasks)

@@ -5,6 +5,12 @@ so a decoder pauses ``BACKPRESSURE_CHUNKS`` chunks ahead of the driver; their
 ``max_concurrency`` lets one actor serve its share of the encoder slots at once. Encode
 actors take one GPU each when the cluster has one, half a CPU otherwise; Ray runs one
 caller's calls to an actor in order, which keeps each video's clips in order.
+
+Ray restarts a lost actor (``retry.actor_restarts`` times) and replays the calls the loss
+cut: a decode stream resumes where it was; an encode step past clip 0 finds the carried
+memory gone (``CarriedMemoryLost``). Such a failure, or a call that failed for good because
+its actor was lost, is ``StageCallFailed(actor_lost=True)``: the scheduler starts the
+affected videos again from clip 0.
 """
 
 from __future__ import annotations
@@ -12,10 +18,16 @@ from __future__ import annotations
 import math
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import (
+    NodeDiedError,
+    ObjectLostError,
+    RayActorError,
+    RayError,
+    WorkerCrashedError,
+)
 
 from actors.decode import BACKPRESSURE_CHUNKS, make_decode_actor
-from actors.encode import make_encode_actor
+from actors.encode import CarriedMemoryLost, make_encode_actor
 from actors.runtime import gpus_available
 from actors.scheduler import StageCallFailed
 from schemas.config import VMemConfig
@@ -29,7 +41,8 @@ class RayStageRunner:
         use_gpu = gpus_available() >= 1
         n_enc, n_dec = cfg.encode.num_actors, cfg.encode.num_decoders
         slots = cfg.encode.batch_videos * n_enc  # video streams open at once
-        decode_cls = make_decode_actor(num_cpus=0.5)
+        restarts = cfg.retry.actor_restarts
+        decode_cls = make_decode_actor(num_cpus=0.5, max_restarts=restarts)
         self.decoders = [
             decode_cls.options(
                 max_concurrency=math.ceil(slots / n_dec) + 1,
@@ -37,7 +50,7 @@ class RayStageRunner:
             ).remote(cfg.decode, cfg.storage.storage_options)
             for _ in range(n_dec)
         ]
-        encode_cls = make_encode_actor(use_gpu)
+        encode_cls = make_encode_actor(use_gpu, max_restarts=restarts)
         propagate = cfg.encode.propagate_memory
         self.encoders = [
             encode_cls.options(resources=cfg.encode.encode_resources).remote(
@@ -75,11 +88,14 @@ class RayStageRunner:
         except StopIteration:
             return None
         except RayError as exc:
-            raise StageCallFailed(f"decode actor failed: {exc}") from exc
+            raise _call_failed("decode actor failed", exc) from exc
 
     def cancel_decode(self, stream: ray.ObjectRefGenerator) -> None:
         # dropping the handle alone would let the generator run to the end, unpaused
-        ray.cancel(stream)
+        try:
+            ray.cancel(stream)
+        except RayError:  # its actor is gone already: nothing runs to stop
+            pass
 
     def submit_encode(self, encoder: int, clips: list[Clip]) -> ray.ObjectRef:
         return self.encoders[encoder].encode_step.remote(clips)
@@ -92,12 +108,27 @@ class RayStageRunner:
         try:
             return ray.get(step)
         except RayError as exc:
-            raise StageCallFailed(str(exc)) from exc
+            raise _call_failed("encode step failed", exc) from exc
 
     def release(self, encoder: int, video_ids: list[str]) -> None:
-        self.encoders[encoder].release.remote(video_ids)
+        # not replayed: a restarted encoder holds no memory to drop, a closed one needs none
+        self.encoders[encoder].release.options(max_task_retries=0).remote(video_ids)
 
     def wait_for_any(self, streams: list, steps: list, timeout_s: float) -> None:
         waitables = [*streams, *steps]
         if waitables:
             ray.wait(waitables, num_returns=1, timeout=timeout_s)
+
+
+LOST = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError, CarriedMemoryLost)
+
+
+def _call_failed(what: str, exc: RayError) -> StageCallFailed:
+    """The scheduler's view of a failed call: was the actor lost, or did the stage raise?"""
+    cause = getattr(exc, "cause", None)  # what the stage itself raised (a RayTaskError)
+    lost = isinstance(exc, LOST) or isinstance(cause, CarriedMemoryLost)
+    if cause is not None:
+        detail = f"{type(cause).__name__}: {cause}"
+    else:
+        detail = f"{type(exc).__name__}: {(str(exc).strip() or '-').splitlines()[0]}"
+    return StageCallFailed(f"{what}: {detail}", actor_lost=lost)

@@ -8,6 +8,12 @@ is taken only once its previous chunk is all submitted, so the driver holds at m
 chunk (``decode.chunk_clips`` clips) per video; the runner bounds how far a decoder runs
 ahead of that. Failures become ``VideoOutcome``s; the batch goes on.
 
+A stage call that failed because its actor was lost (killed, crashed, its node gone; Ray
+restarts it) is not the video's fault: the video starts again from clip 0, up to
+``max_attempts`` tries in all. A lost encoder also lost the carried memory of every video
+it held, so all of them start again; a stream whose decoder was lost for good starts its
+video again. Records of an abandoned try are dropped, so nothing is reported twice.
+
 The loop reaches the stages only through a ``StageRunner``: Ray actors in production
 (actors.ray_runner), the same stage classes in this process for unit tests
 (actors.local_runner).
@@ -36,10 +42,18 @@ DecodeStream = Hashable  # a runner's handle on one video's stream of decoded ch
 EncodeStep = Hashable  # a runner's handle on one submitted encode step
 MAX_STEPS_IN_FLIGHT = 2  # per encoder: one running, one queued behind it
 WAIT_TIMEOUT_S = 1.0  # longest idle wait before the loop looks again
+MAX_ATTEMPTS = 3  # tries of one video when actors are lost under it (schemas.config.RetryConfig)
 
 
 class StageCallFailed(Exception):
-    """A call into a stage failed in the runner (an actor died, a step raised); says why."""
+    """A call into a stage failed in the runner (an actor died, a step raised); says why.
+
+    ``actor_lost``: the actor went away (or came back without its state), so the call's
+    videos are not at fault and may be tried again; otherwise the stage itself raised."""
+
+    def __init__(self, message: str, actor_lost: bool = False) -> None:
+        super().__init__(message)
+        self.actor_lost = actor_lost
 
 
 class StageRunner(Protocol):
@@ -105,6 +119,7 @@ class _Video:
     error: StageError | None = None
     ended: bool = False  # the stream gave its last chunk (or failed)
     in_flight: int = 0  # encode steps holding one of its clips
+    lost: bool = False  # ``error`` came from a lost actor: start this video again
 
     @property
     def wants_chunk(self) -> bool:
@@ -128,13 +143,19 @@ class IngestScheduler:
         batch_videos: int,
         on_video: OnVideo,
         on_clips: OnClips | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.runner, self.batch_videos = runner, batch_videos
         self.on_video, self.on_clips = on_video, on_clips or (lambda n: None)
+        self.max_attempts = max_attempts
         self.queue: deque[VideoTask] = deque()
         self.active: dict[str, _Video] = {}
         self.steps: dict[EncodeStep, tuple[int, list[str]]] = {}  # -> (encoder, video ids)
-        self.admitted: set[str] = set()  # video ids of this run (each is ingested once)
+        self.admitted: set[str] = set()  # video ids of this run (each is reported once)
+        self.attempts: Counter[str] = Counter()  # video id -> tries started
+        self.starts = 0  # decode streams started (spreads them over the decoders)
 
     def run(self, tasks: Iterable[VideoTask]) -> None:
         """Ingest ``tasks``; call ``on_video`` once per video as soon as it is complete."""
@@ -157,10 +178,12 @@ class IngestScheduler:
             if task.video_id in self.admitted:  # the same object listed twice
                 continue
             encoder = per_encoder.index(min(per_encoder))
-            decoder = len(self.admitted) % self.runner.num_decoders
+            decoder = self.starts % self.runner.num_decoders
             stream = self.runner.start_decode(decoder, task)
             self.active[task.video_id] = _Video(task, stream, encoder)
             self.admitted.add(task.video_id)
+            self.attempts[task.video_id] += 1
+            self.starts += 1
             per_encoder[encoder] += 1
             admitted += 1
         return admitted
@@ -181,6 +204,7 @@ class IngestScheduler:
             chunk = self.runner.next_chunk(video.stream)
         except StageCallFailed as exc:
             video.ended, video.error = True, StageError("decode", f"{uri}: {exc}")
+            video.lost = exc.actor_lost
             return
         if chunk is None:  # a stream always ends with a last chunk; this one did not
             video.ended, video.error = (
@@ -217,19 +241,23 @@ class IngestScheduler:
         return submitted
 
     def _collect_steps(self) -> int:
-        """Hand the records of finished encode steps to their videos; a failed step fails
-        exactly the videos it held."""
+        """Hand the records of finished encode steps to their videos; a step that raised
+        fails exactly the videos it held, a lost encoder restarts every video it held."""
         if not self.steps:
             return 0
         finished = self.runner.finished_steps(list(self.steps))
         for step in finished:
-            _, video_ids = self.steps.pop(step)
+            encoder, video_ids = self.steps.pop(step)
             try:
                 records = self.runner.step_records(step)
             except StageCallFailed as exc:
                 records = []
-                for video_id in video_ids:
-                    self.active[video_id].error = StageError("encode", str(exc)[:500])
+                if exc.actor_lost:  # every video on that encoder lost its carried memory
+                    hit = [v.task.video_id for v in self._on_encoder(encoder)]
+                else:
+                    hit = video_ids
+                for video_id in hit:
+                    self._fail(self.active[video_id], "encode", str(exc)[:500], exc.actor_lost)
             for video_id in video_ids:
                 self.active[video_id].in_flight -= 1
             for record in records:
@@ -240,13 +268,32 @@ class IngestScheduler:
     def _finish_videos(self) -> int:
         """Report complete videos and free their slots (and the encoder's carried memory)."""
         done = [v for v in self.active.values() if v.finished]
+        again: list[VideoTask] = []  # to start again from clip 0, first in line
         for video in done:
             del self.active[video.task.video_id]
             if not video.ended:  # failed in encode while its decoder still runs
                 self.runner.cancel_decode(video.stream)
             self.runner.release(video.encoder, [video.task.video_id])
+            if video.lost and self.attempts[video.task.video_id] < self.max_attempts:
+                self.admitted.discard(video.task.video_id)
+                again.append(video.task)
+                continue
+            if video.lost and video.error is not None:  # out of tries
+                tries = self.attempts[video.task.video_id]
+                message = f"{video.error.message} (actor lost on each of {tries} tries)"
+                video.error = StageError(video.error.kind, message)
             self.on_video(*_outcome(video))
+        self.queue.extendleft(reversed(again))
         return len(done)
+
+    def _on_encoder(self, encoder: int) -> list[_Video]:
+        return [v for v in self.active.values() if v.encoder == encoder]
+
+    @staticmethod
+    def _fail(video: _Video, stage: str, message: str, lost: bool) -> None:
+        """Mark ``video`` failed (or to start again, when ``lost``); the first mark stands."""
+        if video.error is None:
+            video.error, video.lost = StageError(stage, message), lost
 
     def _wait_for_anything(self) -> None:
         streams = [v.stream for v in self.active.values() if v.wants_chunk]

@@ -1,4 +1,8 @@
-"""The answer flow: a bulk batch of questions -> selected memories as a Parquet file."""
+"""The answer flow: a bulk batch of questions -> selected memories as a Parquet file.
+
+Every row says its question's ``status``: "answered" (one row per selected clip),
+"no_match" (the question ran and matched no memory: one row, no error) or "failed" (the
+question could not run: one row naming the error). The report counts exactly those."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ RESULT_SCHEMA = pa.schema(
     [
         ("question_id", pa.string()),
         ("question", pa.string()),
+        ("status", pa.string()),  # "answered" | "no_match" | "failed"
         ("rank", pa.int32()),
         ("video_id", pa.string()),
         ("uri", pa.string()),
@@ -88,20 +93,43 @@ def select_all(questions: list[Question], bound: BoundModel, answers: bool) -> l
     return results
 
 
+def result_status(result: QueryResult) -> str:
+    """How a question ended: the ``status`` of its rows, and what the report counts."""
+    if result.error is not None:
+        return "failed"
+    return "answered" if result.clips else "no_match"
+
+
 def result_rows(results: list[QueryResult]) -> pa.Table:
-    """One row per selected clip; one row with ``error`` set per failed question."""
+    """One row per selected clip; one row per question that matched nothing or failed."""
     rows = []
     for result in results:
-        base = {"question_id": result.question_id, "question": result.question}
-        if result.error is not None or not result.clips:
-            error = str(result.error) if result.error else "no memory matches the question"
-            rows.append({**base, "error": error})
+        status = result_status(result)
+        base = {"question_id": result.question_id, "question": result.question, "status": status}
+        if status != "answered":
+            rows.append({**base, "error": str(result.error) if result.error else None})
             continue
         for rank, clip in enumerate(result.clips):
             rows.append(
                 {**base, "rank": rank, **clip.as_row(), "answer": result.answer, "error": None}
             )
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+
+def answer_report(results: list[QueryResult], table: pa.Table, output: str) -> AnswerReport:
+    """The counts of the batch, by the same status its rows carry."""
+    statuses = [result_status(r) for r in results]
+    return AnswerReport(
+        questions=len(results),
+        answered=statuses.count("answered"),
+        no_match=statuses.count("no_match"),
+        failed=statuses.count("failed"),
+        failed_ids=[
+            str(r.question_id) for r, s in zip(results, statuses, strict=True) if s == "failed"
+        ],
+        rows=table.num_rows,
+        output=output,
+    )
 
 
 @flow(name="vmem-answer", log_prints=True)
@@ -125,12 +153,6 @@ def answer_flow(
     table = result_rows(results)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, output)
-    failed = sum(1 for r in results if r.error is not None)
-    return AnswerReport(
-        questions=len(results),
-        answered=len(results) - failed,
-        failed=failed,
-        rows=table.num_rows,
-        output=output,
-        wall_seconds=time.perf_counter() - started,
-    )
+    report = answer_report(results, table, output)
+    report.wall_seconds = time.perf_counter() - started
+    return report

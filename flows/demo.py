@@ -16,7 +16,7 @@ from rich.table import Table
 from actors.runtime import BoundModel
 from evaluation.asking import has_answerer, select_for
 from evaluation.scoring import expected_answer
-from flows.ingest import ingest_flow
+from flows.ingest import run_ingest
 from flows.views import print_ingest_report
 from world.questions import QA, make_questions
 from world.render import write_world_once
@@ -51,7 +51,7 @@ def run_demo(workdir: Path, bound: BoundModel, console: Console) -> dict:
     archive = workdir / "archive"
     archive.mkdir(parents=True, exist_ok=True)
     videos = write_demo_archive(archive)
-    print_ingest_report(console, ingest_flow(str(archive), bound.config, bound=bound))
+    print_ingest_report(console, run_ingest(str(archive), bound.config, bound=bound))
     answering = has_answerer(bound)
     table = Table(title="questions about the demo worlds (each asked of its own video)")
     for column in ("video", "question", "answer", "truth", "", "selected clips (s)"):

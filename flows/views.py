@@ -7,6 +7,7 @@ from datetime import datetime
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from schemas.records import IngestReport, QueryResult
@@ -69,12 +70,15 @@ def print_selection(console: Console, result: QueryResult, json_out: bool) -> No
 def print_ingest_report(console: Console, report: IngestReport) -> None:
     console.print(
         f"[bold]ingest[/] {report.source}: [green]{report.done} done[/], "
-        f"[red]{report.failed} failed[/], {report.skipped} skipped (unchanged); "
+        f"[red]{report.failed} newly failed[/], {report.skipped} unchanged, "
+        f"{report.failed_before} failed before (unchanged); "
         f"{report.clips} clips, {report.video_hours:.3f} video-hours in "
         f"{report.wall_seconds:.1f} s ({report.video_hours_per_hour:.1f} video-hours/hour)"
     )
     for uri, error in report.failures:
-        console.print(f"  [red]failed[/] {uri}: {error}")
+        console.print(f"  [red]failed[/] {escape(uri)}: {escape(error)}", highlight=False)
+    for uri, error in report.earlier_failures:  # not tried again: counted, not an error now
+        console.print(f"  failed before (unchanged) {escape(uri)}: {escape(error)}")
     if report.deleted:  # gone from the source: catalog rows "deleted", memories pruned
         console.print(f"{report.deleted} deleted (gone from the source; memories pruned)")
         for uri in report.deleted_uris:

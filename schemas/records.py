@@ -161,22 +161,31 @@ class IngestReport(BaseModel):
     db: str
     encoder: str
     done: int = 0
-    failed: int = 0
-    skipped: int = 0
+    failed: int = 0  # videos that newly failed in this run (tried now, and failed)
+    skipped: int = 0  # videos done before and unchanged since
+    failed_before: int = 0  # videos that failed before and are unchanged: not tried again
     clips: int = 0
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
     commits: int = 0
-    failures: list[tuple[str, str]] = Field(default_factory=list)  # (uri, error)
-    version_tag: str | None = None  # the tag on the table versions this run produced
+    failures: list[tuple[str, str]] = Field(default_factory=list)  # (uri, error), new
+    earlier_failures: list[tuple[str, str]] = Field(default_factory=list)  # failed before
     # videos gone from the source since the last run: catalog rows marked ``deleted`` and
     # their memories pruned by this run
     deleted: int = 0
     deleted_uris: list[str] = Field(default_factory=list)
+    version_tag: str | None = None  # the tag on the table versions this run produced
 
     @property
     def video_hours(self) -> float:
         return self.video_seconds / 3600.0
+
+    def counts_line(self) -> str:
+        """The run's counts on one line (logs, the Failed state's message)."""
+        return (
+            f"{self.done} done, {self.failed} newly failed, {self.skipped} unchanged, "
+            f"{self.failed_before} failed before (unchanged)"
+        )
 
     @property
     def video_hours_per_hour(self) -> float:
@@ -184,11 +193,13 @@ class IngestReport(BaseModel):
 
 
 class AnswerReport(BaseModel):
-    """Summary of one bulk question batch."""
+    """Summary of one bulk question batch; its counts are those of the rows' ``status``."""
 
     questions: int = 0
-    answered: int = 0
-    failed: int = 0
+    answered: int = 0  # questions with selected clips (rows with status "answered")
+    no_match: int = 0  # questions that ran but matched no memory (one "no_match" row each)
+    failed: int = 0  # questions that could not run (one "failed" row each, with its error)
+    failed_ids: list[str] = Field(default_factory=list)  # question_id of each failed one
     rows: int = 0
     output: str = ""
     wall_seconds: float = 0.0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from actors.decode import DecodeStage
-from actors.encode import EncodeStage
-from actors.local_runner import LocalStageRunner, LocalStep
+from actors.encode import CarriedMemoryLost, EncodeStage
+from actors.local_runner import LocalStageRunner, LocalStep, StageLost
 from actors.scheduler import IngestScheduler
 from checkpoints.registry import resolve_checkpoint
 from models.config import VMemModelConfig
@@ -273,6 +273,126 @@ def test_on_clips_counts_the_records_of_every_step():
     assert reported.clip_counts == [2, 2, 0, 1, 1]
 
 
+# --- lost actors: Ray restarts them; the scheduler starts their videos again from clip 0
+
+
+@dataclass
+class RestartingEncoder(FakeEncoder):
+    """Keeps each video's next clip as the real stage does; at a clip in ``die_at`` it dies
+    once (raises StageLost) and comes back empty, as a restarted actor would."""
+
+    die_at: set[tuple[str, int]] = field(default_factory=set)
+    next_clip: dict[str, int] = field(default_factory=dict)
+
+    def encode_step(self, clips: list[Clip]) -> list[MemoryRecord]:
+        step = {(c.video_id, c.clip_index) for c in clips}
+        if self.die_at & step:
+            self.die_at -= step
+            self.steps.append(sorted(step))
+            self.next_clip.clear()
+            raise StageLost("encode actor died")
+        for c in clips:
+            if c.clip_index > 0 and c.video_id not in self.next_clip:
+                raise CarriedMemoryLost(f"no memory of {c.video_id}")
+            self.next_clip[c.video_id] = c.clip_index + 1
+        return super().encode_step(clips)
+
+    def release(self, video_ids: list[str]) -> None:
+        super().release(video_ids)
+        for video_id in video_ids:
+            self.next_clip.pop(video_id, None)
+
+
+@dataclass
+class DyingDecoder(FakeDecoder):
+    """A decoder whose actor dies at chunk 1 of a video in ``dies``, that many times."""
+
+    dies: Counter = field(default_factory=Counter)
+
+    def stream(self, task: VideoTask) -> Iterator[DecodedChunk]:
+        for k, chunk in enumerate(super().stream(task)):
+            if k == 1 and self.dies[task.video_id] > 0:
+                self.dies[task.video_id] -= 1
+                raise StageLost("decode actor died")
+            yield chunk
+
+
+def test_a_lost_encoder_restarts_all_its_videos_from_clip_0_and_each_is_reported_once():
+    decoder = FakeDecoder({"a": 5, "b": 5, "c": 4, "d": 2})
+    lost, other = RestartingEncoder(die_at={("a", 2)}), RestartingEncoder()
+    reported = ingest(LocalStageRunner([decoder], [lost, other]), ["a", "b", "c", "d"], 2)
+    # a and c share the first encoder: both start again, though only a was in the dead step
+    assert lost.steps[:3] == [[("a", 0), ("c", 0)], [("a", 1), ("c", 1)], [("a", 2), ("c", 2)]]
+    assert lost.steps[3] == [("a", 0), ("c", 0)]
+    assert [o.task.video_id for o, _ in reported.videos].count("a") == 1
+    assert {n: o.status for n, o in reported.outcomes.items()} == dict.fromkeys("abcd", "done")
+    assert reported.records == {n: in_order(n, k) for n, k in decoder.clips.items()}
+    assert other.steps[0] == [("b", 0), ("d", 0)]  # the other encoder's videos went on
+    assert decoder.stopped == ["a"]  # its first stream was cut short (c had sent its last)
+
+
+def test_a_step_on_a_restarted_encoder_that_lacks_the_memory_restarts_the_videos():
+    decoder = FakeDecoder({"a": 4, "b": 3})
+    encoder = RestartingEncoder()
+    runner = LocalStageRunner([decoder], [encoder])
+    steps = []
+    # after the first step, the encoder is "restarted" behind the scheduler's back
+    reported = Reported()
+    scheduler = IngestScheduler(
+        runner,
+        2,
+        on_video=lambda o, r: reported.videos.append((o, r)),
+        on_clips=lambda n: steps.append(n) or (len(steps) == 1 and encoder.next_clip.clear()),
+    )
+    scheduler.run([task("a"), task("b")])
+    assert encoder.steps[:3] == [[("a", 0), ("b", 0)], [("a", 0), ("b", 0)], [("a", 1), ("b", 1)]]
+    assert scheduler.attempts == Counter({"a": 2, "b": 2})
+    assert reported.records == {"a": in_order("a", 4), "b": in_order("b", 3)}
+
+
+def test_a_lost_decoder_restarts_its_video_and_the_encoder_forgets_the_first_try():
+    decoder = DyingDecoder({"a": 6, "b": 4}, dies=Counter({"a": 1}))
+    encoder = RestartingEncoder()
+    reported = ingest(LocalStageRunner([decoder], [encoder]), ["a", "b"], batch_videos=2)
+    sent_a = [i for step in encoder.steps for v, i in step if v == "a"]
+    assert sent_a == [0, 1, 0, 1, 2, 3, 4, 5]  # one chunk, then again from clip 0
+    assert encoder.released.count("a") == 2  # the abandoned try's memory was dropped
+    assert reported.records == {"a": in_order("a", 6), "b": in_order("b", 4)}
+    assert reported.clip_counts and sum(reported.clip_counts) == 6 + 4 + 2
+
+
+def test_a_video_whose_actor_is_lost_on_every_try_fails_after_max_attempts():
+    decoder = DyingDecoder({"a": 4, "b": 4}, dies=Counter({"a": 9}))
+    encoder = RestartingEncoder()
+    reported = Reported()
+    scheduler = IngestScheduler(
+        LocalStageRunner([decoder], [encoder]),
+        2,
+        on_video=lambda o, r: reported.videos.append((o, r)),
+        max_attempts=2,
+    )
+    scheduler.run([task("a"), task("b")])
+    failed = reported.outcomes["a"]
+    assert failed.status == "failed" and failed.error.kind == "decode"
+    assert "StageLost: decode actor died" in failed.error.message
+    assert "actor lost on each of 2 tries" in failed.error.message
+    assert decoder.dies["a"] == 7 and reported.records == {"a": [], "b": in_order("b", 4)}
+    with pytest.raises(ValueError, match="at least 1"):
+        IngestScheduler(LocalStageRunner([decoder], [encoder]), 2, print, max_attempts=0)
+
+
+def test_a_video_that_fails_by_itself_is_not_tried_again():
+    decoder = FakeDecoder({"b": 4, "c": 3}, broken={"a"}, crashing={"b"})
+    encoder = FakeEncoder(fail_on={("c", 1)})
+    reported = Reported()
+    scheduler = IngestScheduler(
+        LocalStageRunner([decoder], [encoder]), 3, lambda o, r: reported.videos.append((o, r))
+    )
+    scheduler.run([task("a"), task("b"), task("c")])
+    assert scheduler.attempts == Counter({"a": 1, "b": 1, "c": 1})
+    assert {n: o.status for n, o in reported.outcomes.items()} == dict.fromkeys("abc", "failed")
+
+
 def test_chunks_ahead_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         LocalStageRunner([], [], chunks_ahead=0)
@@ -338,3 +458,39 @@ def _counting(encode_step, sizes: list[int]):
         return encode_step(clips)
 
     return step
+
+
+def test_real_encoder_restarted_mid_run_gives_the_same_memories(checkpoint, tmp_path):
+    model = VMemModelConfig.from_pretrained(checkpoint)
+    size = model.vision().image_size
+    decode = DecodeConfig(
+        sample_fps=4.0,
+        clip_frames=model.clip_frames,
+        frame_size=size if isinstance(size, int) else int(size[0]),
+        sampling="exact",
+        chunk_clips=1,
+    )
+    cfg = VMemConfig(decode=decode, encode=EncodeConfig(batch_videos=2, num_decoders=1))
+    paths = [write_synthetic_video(tmp_path / f"{n}.mp4", 9.0, seed=i) for i, n in enumerate("ab")]
+    tasks = [VideoTask(str(path), 0, "e") for path in paths]
+    runner = LocalStageRunner.from_config(cfg, checkpoint, device="cpu")
+    reported: dict[str, list[MemoryRecord]] = {}
+    restarts: list[int] = []
+
+    def restart_after_first_step(n_records: int) -> None:
+        if not restarts:  # once, after clip 0 of both videos: a fresh actor, no memory
+            restarts.append(n_records)
+            runner.encoders[0] = EncodeStage(checkpoint, device="cpu")
+
+    scheduler = IngestScheduler(
+        runner, 2, lambda o, r: reported.__setitem__(o.task.uri, r), restart_after_first_step
+    )
+    scheduler.run(tasks)
+    assert scheduler.attempts == Counter({t.video_id: 2 for t in tasks})
+    reference = LocalStageRunner.from_config(cfg, checkpoint, device="cpu")
+    expected: dict[str, list[MemoryRecord]] = {}
+    IngestScheduler(reference, 2, lambda o, r: expected.__setitem__(o.task.uri, r)).run(tasks)
+    for uri, records in expected.items():
+        assert [r.clip_index for r in reported[uri]] == list(range(len(records))) != []
+        for got, want in zip(reported[uri], records, strict=True):
+            np.testing.assert_allclose(got.memory, want.memory, atol=1e-4)

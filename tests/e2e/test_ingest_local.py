@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from flows.answer import answer_flow
 from flows.cli import app
-from flows.ingest import ingest_flow
+from flows.ingest import run_ingest
 from storage.uri import join
 
 from .conftest import expected_clips
@@ -29,7 +29,7 @@ BAD_KINDS = {"zero", "text", "random", "audio", "moov", "faststart"}  # one file
 def ingested(tmp_path_factory, prefect_harness, ray_local, make_config, mixed_archive):
     db = tmp_path_factory.mktemp("db") / "vmem"
     cfg = make_config(db)
-    report = ingest_flow(str(mixed_archive), cfg)
+    report = run_ingest(str(mixed_archive), cfg)
     return cfg, report
 
 
@@ -182,9 +182,10 @@ def test_answer_batch_writes_parquet_readable_by_duckdb(ingested, tmp_path):
 def test_rerun_adds_nothing(ingested, mixed_archive):
     cfg, first = ingested
     before = _memories(cfg).num_rows
-    report = ingest_flow(str(mixed_archive), cfg)
+    report = run_ingest(str(mixed_archive), cfg)
     assert report.done == 0 and report.failed == 0
-    assert report.skipped == first.done + first.failed
+    assert (report.skipped, report.failed_before) == (first.done, first.failed)
+    assert sorted(report.earlier_failures) == sorted(first.failures)
     assert _memories(cfg).num_rows == before
 
 

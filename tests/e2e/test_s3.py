@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from actors.query import QueryStage
 from actors.runtime import bind_model
 from flows.cli import app
-from flows.ingest import ingest_flow
+from flows.ingest import run_ingest
 from schemas.records import Question
 from storage.catalog import Catalog
 from storage.memories import MemoryStore
@@ -44,7 +44,7 @@ def test_ingest_from_s3_into_lancedb_on_s3(
 ):
     cfg = make_config(f"s3://{s3_archive}/db", storage_options=s3_server)
     source = f"s3://{s3_archive}/videos"
-    report = ingest_flow(source, cfg)
+    report = run_ingest(source, cfg)
     assert (report.done, report.failed) == (2, 1)
     rows = {r["uri"]: r for r in Catalog(MemoryStore(cfg.storage)).all().to_pylist()}
     assert rows[f"{source}/news/notes.mp4"]["status"] == "failed"
@@ -61,8 +61,8 @@ def test_ingest_from_s3_into_lancedb_on_s3(
     m, d = bound.dims[1], bound.dims[2]
     assert all(c.memory.shape == (m, d) for c in result.clips)
 
-    again = ingest_flow(source, cfg)
-    assert (again.done, again.failed, again.skipped) == (0, 0, 3)
+    again = run_ingest(source, cfg)
+    assert (again.done, again.failed, again.skipped, again.failed_before) == (0, 0, 2, 1)
     assert MemoryStore(cfg.storage).count() == report.clips
 
 
@@ -92,7 +92,7 @@ def test_status_json_lists_s3_videos(
     s3_server, s3_archive, prefect_harness, ray_local, make_config, tmp_path
 ):
     cfg = make_config(f"s3://{s3_archive}/db", storage_options=s3_server)
-    ingest_flow(f"s3://{s3_archive}/videos", cfg)
+    run_ingest(f"s3://{s3_archive}/videos", cfg)
     config = tmp_path / "vmem.yaml"
     config.write_text(yaml.safe_dump({"storage": cfg.storage.model_dump()}))
     result = CliRunner().invoke(app, ["status", "--config", str(config), "--json"])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.answer import QuestionFileError, read_questions, result_rows
+from flows.answer import QuestionFileError, answer_report, read_questions, result_rows
 from schemas.records import QueryResult, Question, SelectedClip, StageError
 
 
@@ -37,6 +37,36 @@ def test_result_rows_flatten_clips_and_errors():
     rows = result_rows(results).to_pylist()
     assert [r["rank"] for r in rows[:2]] == [0, 1] and rows[0]["t_start"] == 48.0
     assert rows[2]["error"] == "where: unknown column nope" and rows[2]["video_id"] is None
+    assert [r["status"] for r in rows] == ["answered", "answered", "failed"]
+
+
+def test_the_counts_are_those_of_the_rows_a_question_matching_nothing_is_not_failed():
+    clip = SelectedClip("v", "/a.mp4", 0, 0.0, 16.0, 0.9)
+    results = [
+        QueryResult("a?", "q1", clips=[clip]),
+        QueryResult("nothing there?", "q2"),  # ran, matched no memory
+        QueryResult("broken", "q3", error=StageError("where", "unknown column nope")),
+        QueryResult("b?", "q4", clips=[clip, clip]),
+    ]
+    table = result_rows(results)
+    report = answer_report(results, table, "out.parquet")
+    rows = table.to_pylist()
+    per_question = {r["question_id"]: r["status"] for r in rows}
+    assert per_question == {"q1": "answered", "q2": "no_match", "q3": "failed", "q4": "answered"}
+    assert [r["question_id"] for r in rows if r["error"]] == ["q3"] == report.failed_ids
+    counts = {
+        s: sum(1 for v in per_question.values() if v == s) for s in set(per_question.values())
+    }
+    assert (
+        (report.answered, report.no_match, report.failed)
+        == (
+            counts["answered"],
+            counts["no_match"],
+            counts["failed"],
+        )
+        == (2, 1, 1)
+    )
+    assert report.questions == 4 and report.rows == len(rows) == 5
 
 
 def test_question_files_are_read_from_s3_too(s3_server, s3_bucket):
