@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
+from enum import StrEnum
 
 from rich import box
 from rich.console import Console
@@ -52,8 +54,56 @@ def _cell(value) -> str:
     return str(value)
 
 
-def print_status(console: Console, rows: list[dict], json_out: bool) -> None:
-    print_table(console, [{k: row.get(k) for k in STATUS_FIELDS} for row in rows], json_out)
+class VideoStatus(StrEnum):
+    """The states of a catalog row (`vmem status --status ...`)."""
+
+    done = "done"
+    failed = "failed"
+    deleted = "deleted"
+
+
+def print_status(
+    console: Console, rows: list[dict], json_out: bool, only: str | None = None
+) -> None:
+    """The catalog's videos (those in state ``only``, if given), then the totals per state.
+
+    For people: a table that fits 80 columns (the file's name, its folder folded below it,
+    the error wrapped) and a totals line; for programs (--json): the full rows, no totals."""
+    shown = [row for row in rows if only is None or row.get("status") == only]
+    if json_out:
+        print_json_lines(console, [{k: row.get(k) for k in STATUS_FIELDS} for row in shown])
+        return
+    if shown:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
+        table.add_column("video", overflow="fold", ratio=3, min_width=16)
+        table.add_column("status", no_wrap=True)
+        table.add_column("clips", justify="right", no_wrap=True)
+        table.add_column("secs", justify="right", no_wrap=True)
+        table.add_column("try", justify="right", no_wrap=True)
+        table.add_column("error", overflow="fold", ratio=2)
+        colour = {"done": "green", "failed": "red", "deleted": "yellow"}
+        for row in sorted(shown, key=lambda r: r.get("uri") or ""):
+            state = row.get("status") or ""
+            table.add_row(
+                escape(row.get("uri") or ""),
+                f"[{colour.get(state, 'white')}]{state}[/]",
+                str(row.get("n_clips") or 0),
+                f"{row.get('duration_s') or 0:.0f}",
+                str(row.get("attempts") or 0),
+                escape(row.get("error") or ""),
+            )
+        console.print(table)
+    elif rows:
+        console.print(f"(no {only} videos)")
+    counts = Counter(row.get("status") for row in rows)
+    clips = sum(row.get("n_clips") or 0 for row in rows if row.get("status") == "done")
+    hours = sum(row.get("duration_s") or 0.0 for row in rows if row.get("status") == "done")
+    totals = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in VideoStatus)
+    console.print(
+        f"{len(rows)} videos: {totals}; {clips:,} clips over {hours / 3600:.2f} video-hours"
+        if rows
+        else "(no videos in the catalog yet)"
+    )
 
 
 def selection_rows(result: QueryResult) -> list[dict]:
