@@ -243,7 +243,7 @@ class ServiceConfig(_Frozen):
         30.0, gt=0, description="seconds one request may take before it is answered 504"
     )
     page_size: int = Field(
-        100, ge=1, le=10_000, description="rows per page of /v1/sql and /v1/videos"
+        100, ge=1, le=5_000, description="rows per page of /v1/sql and /v1/videos"
     )
     max_k: int = Field(32, ge=1, description="largest k (clips per video) /v1/search accepts")
     search_page_videos: int = Field(

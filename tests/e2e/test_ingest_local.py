@@ -204,33 +204,35 @@ def test_ingest_publishes_a_markdown_report_artifact(ingested):
 
 
 def test_http_api_serves_sql_and_questions_with_clear_400s(ingested):
+    """The service's app in-process over the ingested archive (service/; the Serve
+    deployment itself: tests/e2e/test_service.py)."""
     from fastapi.testclient import TestClient
 
-    from actors.api import create_app
     from actors.query import QueryStage
     from actors.runtime import bind_model
+    from service.app import create_app
+    from service.auth import KeyStore
 
     cfg, _ = ingested
     bound = bind_model(cfg)
-    client = TestClient(
-        create_app(QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query))
-    )
-    ok = client.post(
-        "/sql",
-        json={
-            "sql": "SELECT video_id, t_start, score FROM memories "
-            "ORDER BY relevance('a bike') LIMIT 3"
-        },
-    )
+    keys = KeyStore(cfg.storage)
+    stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
+    client = TestClient(create_app(stage, cfg.service, keys))
+    auth = {"Authorization": f"Bearer {keys.create('read').key}"}
+    query = "SELECT video_id, t_start, score FROM memories ORDER BY relevance('a bike') LIMIT 3"
+    ok = client.post("/v1/sql", json={"query": query}, headers=auth)
     assert ok.status_code == 200, ok.text
     assert ok.json()["columns"] == ["video_id", "t_start", "score"] and len(ok.json()["rows"]) == 3
-    bad = client.post("/sql", json={"sql": "DROP TABLE memories"})
-    assert bad.status_code == 400 and "SELECT" in bad.json()["detail"]
-    asked = client.post("/ask", json={"question": "a bunny", "k": 2})
-    assert asked.status_code == 200 and asked.json()["clips"]
-    bad_filter = client.post("/ask", json={"question": "x", "where": "nope > 1"})
-    assert bad_filter.status_code == 400 and "nope" in bad_filter.json()["detail"]
-    assert client.post("/ask", json={"question": ""}).status_code == 422
+    bad = client.post("/v1/sql", json={"query": "DROP TABLE memories"}, headers=auth)
+    assert bad.status_code == 400 and "SELECT" in bad.json()["error"]["message"]
+    asked = client.post("/v1/search", json={"question": "a bunny", "k": 2}, headers=auth)
+    assert asked.status_code == 200 and asked.json()["videos"]
+    assert all(len(video["clips"]) <= 2 for video in asked.json()["videos"])
+    bad_filter = client.post(
+        "/v1/search", json={"question": "x", "where": "nope > 1"}, headers=auth
+    )
+    assert bad_filter.status_code == 400 and "nope" in bad_filter.json()["error"]["message"]
+    assert client.post("/v1/search", json={"question": ""}, headers=auth).status_code == 422
 
 
 def test_batched_selection_equals_one_question_at_a_time(ingested):
