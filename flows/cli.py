@@ -126,6 +126,18 @@ def _bind(cfg: VMemConfig):
         _fail(str(exc))
 
 
+def _archive(cfg: VMemConfig):
+    """The Python API's Archive over the configured database (client.archive: reached,
+    the model bound, memories there), or its one-line error with its exit code."""
+    from client import VMemError
+    from client.archive import Archive
+
+    try:
+        return Archive.from_config(cfg)
+    except VMemError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
 def _as_of(cfg: VMemConfig, as_of: str | None) -> VMemConfig:
     """The config reading the database as of ``as_of``, checked here so that a point that
     does not exist is one clear line (the query stage resolves it again where it runs)."""
@@ -299,26 +311,17 @@ def ask(
     as_of: AsOfOpt = None,
     json_out: JsonOpt = False,
 ):
-    """The memories selected for one question, in time order per video."""
-    from actors.query import QueryStage
-    from schemas.records import Question
+    """The memories selected for one question, in time order per video; with --answer
+    the answer, once, above them."""
+    from client import VMemError
 
     _check_question(question, k)
     cfg = _as_of(_config(opts), as_of)
-    with _storage_errors(cfg):
-        _preflight(cfg)
-    bound = _bind(cfg)
-    _require_memories(cfg)
-    with _storage_errors(cfg):
-        stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-        result = stage.select([Question(question=question, where=where, k=k)])[0]
-    if result.error is not None:
-        _fail(str(result.error))
-    if answer:
-        try:
-            stage.answer([result])
-        except ValueError as exc:
-            _fail(str(exc))
+    archive = _archive(cfg)
+    try:
+        result = archive.ask(question, where=where, k=k, answer=answer)
+    except VMemError as exc:
+        _fail(str(exc), exc.exit_code)
     views.print_selection(console, result, json_out)
 
 
@@ -336,17 +339,15 @@ def answer(
     as_of: AsOfOpt = None,
 ):
     """Answer a bulk batch of questions on the query actor pool; write Parquet."""
-    from flows.answer import QuestionFileError, answer_flow
-    from models.answer import ANSWERER_DIR
+    from client import VMemError
+    from client.archive import Archive
 
     cfg = _as_of(_config(opts), as_of)
-    bound = _bind(cfg)
-    if generate and not (Path(bound.checkpoint) / ANSWERER_DIR / "config.json").is_file():
-        _fail(f"the model {bound.checkpoint} has no answerer: train one with `vmem train`")
+    archive = Archive(cfg, _bind(cfg))  # the batch runs as the Python API's answer_batch
     try:
-        report = answer_flow(questions, str(output), cfg, generate, bound=bound)
-    except QuestionFileError as exc:
-        _fail(str(exc))
+        report = archive.answer_batch(questions, str(output), generate)
+    except VMemError as exc:
+        _fail(str(exc), exc.exit_code)
     failed = ", ".join(report.failed_ids[:10]) + (", ..." if report.failed > 10 else "")
     console.print(
         f"{report.questions} questions: {report.answered} answered, "
@@ -366,21 +367,16 @@ def sql(
     as_of: AsOfOpt = None,
     json_out: JsonOpt = False,
 ):
-    """SQL-like search: ORDER BY relevance('question') ranks memories by fit."""
-    from actors.query import QueryStage
-    from storage.sql import SqlError
+    """SQL-like search: ORDER BY relevance('question') ranks memories by fit; COUNT(*),
+    GROUP BY and LIMIT n OFFSET m as the README's SQL subset says."""
+    from client import VMemError
 
     cfg = _as_of(_config(opts), as_of)
-    with _storage_errors(cfg):
-        _preflight(cfg)
-    bound = _bind(cfg)
-    _require_memories(cfg)
+    archive = _archive(cfg)
     try:
-        with _storage_errors(cfg):
-            stage = QueryStage(bound.checkpoint, bound.encoder, cfg.storage, cfg.query)
-            table = stage.sql(statement)
-    except SqlError as exc:
-        _fail(f"SQL error: {exc}")
+        table = archive.sql(statement)
+    except VMemError as exc:
+        _fail(str(exc), exc.exit_code)
     views.print_table(console, table.to_pylist(), json_out)
 
 

@@ -6,13 +6,18 @@ import json
 from collections import Counter
 from datetime import datetime
 from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from schemas.records import IngestReport, QueryResult
+from schemas.records import IngestReport
+
+if TYPE_CHECKING:
+    from client.results import AskResult
 
 STATUS_FIELDS = ["video_id", "uri", "status", "error", "n_clips", "duration_s", "attempts"]
 
@@ -31,27 +36,59 @@ def print_json_lines(console: Console, rows: list[dict]) -> None:
 
 
 def print_table(console: Console, rows: list[dict], json_out: bool, title: str = "") -> None:
-    """Rows of dicts as a table (or JSON lines)."""
+    """Rows of dicts as a table that fits the console (or JSON lines, every value whole).
+
+    For people: ``video_id`` shortened to its first 8 characters, a ``uri`` to its file
+    name, ``t_start``/``t_end`` as m:ss, long text folded within its column."""
     if json_out:
         print_json_lines(console, rows)
         return
     if not rows:
         console.print("(no rows)")
         return
-    table = Table(title=title or None)
-    for column in rows[0]:
-        table.add_column(column)
+    table = Table(title=escape(title) or None, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = list(rows[0])
+    for column in columns:
+        numeric = all(isinstance(r.get(column), int | float | type(None)) for r in rows)
+        table.add_column(escape(column), justify="right" if numeric else "left", overflow="fold")
+    shortened = False
     for row in rows:
-        table.add_row(*(_cell(row[c]) for c in rows[0]))
+        cells = [_cell(row.get(c), c) for c in columns]
+        pairs = zip(columns, cells, strict=True)
+        shortened |= any(c in SHORTENED and cell != str(row.get(c)) for c, cell in pairs)
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
+    if shortened:
+        console.print("(ids and paths shortened: --json has them whole)", style="dim")
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
+SHORT_ID = 8  # characters of a video id shown in tables (--json has all 16)
+SHORTENED = {"video_id", "uri"}  # columns a table shows shortened
+
+
+def _cell(value, column: str = "") -> str:
     if value is None:
         return ""
+    if column == "video_id" and isinstance(value, str):
+        return value[:SHORT_ID]
+    if column == "uri" and isinstance(value, str):
+        return PurePosixPath(value).name or value
+    if column in ("t_start", "t_end") and isinstance(value, int | float):
+        return clock(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     return str(value)
+
+
+def clock(seconds: float) -> str:
+    """A time in a video as m:ss (h:mm:ss from an hour on), to the nearest second."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class VideoStatus(StrEnum):
@@ -106,15 +143,44 @@ def print_status(
     )
 
 
-def selection_rows(result: QueryResult) -> list[dict]:
-    extra = {"answer": result.answer} if result.answer is not None else {}
-    return [{**clip.as_row(), **extra} for clip in result.clips]
-
-
-def print_selection(console: Console, result: QueryResult, json_out: bool) -> None:
-    if result.answer is not None and not json_out:
-        console.print(f"[bold]answer:[/] {result.answer}")
-    print_table(console, selection_rows(result), json_out, title=result.question)
+def print_selection(console: Console, result: AskResult, json_out: bool) -> None:
+    """What ``vmem ask`` found. For people: the question, the answer once (when asked
+    for), then one table row per clip, grouped by video, best video first, in 80 columns
+    (the file name and a short id on a video's first row, times as m:ss). For programs
+    (--json): one object per clip with every value whole (question, video_rank, video_id,
+    uri, clip_index, t_start, t_end, score, answer)."""
+    if json_out:
+        print_json_lines(console, result.rows())
+        return
+    console.print(f"[bold]question:[/] {escape(result.question)}", soft_wrap=False)
+    if result.answer is not None:
+        console.print(f"[bold]answer:[/] {escape(result.answer)}")
+    if not result.videos:
+        console.print("(no memory matched)")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("video", overflow="fold", ratio=1)
+    table.add_column("id", no_wrap=True)
+    table.add_column("clip", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    for rank, video in enumerate(result.videos, start=1):
+        for i, clip in enumerate(video.clips):
+            first = i == 0
+            table.add_row(
+                str(rank) if first else "",
+                escape(video.name) if first else "",
+                video.video_id[:SHORT_ID] if first else "",
+                str(clip.clip_index),
+                f"{clock(clip.t_start)}-{clock(clip.t_end)}",
+                f"{clip.score:.3f}",
+            )
+    console.print(table)
+    clips = sum(len(v.clips) for v in result.videos)
+    console.print(
+        f"{len(result.videos)} videos, {clips} clips (--json: full ids and URIs)", style="dim"
+    )
 
 
 def print_ingest_report(console: Console, report: IngestReport) -> None:
