@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CODE := schemas storage decode world models checkpoints training evaluation actors service flows client tests bench
+CODE := schemas storage decode world models checkpoints training evaluation actors flows client service cli tests bench
 
 .PHONY: install demo test test-fast lint format bench clean
 

@@ -16,7 +16,7 @@ import ray
 import typer
 import yaml
 
-from flows.cli import app
+from cli.app import app
 from schemas.config import VMemConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,6 +168,15 @@ def test_the_image_builds_cpu_and_cuda_variants_each_with_its_own_torch():
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE).group(1)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base)  # a pinned base
     assert not re.search(r"^ENTRYPOINT", text, re.MULTILINE)  # containers give their commands
+
+
+def test_the_image_copies_every_room_of_the_package():
+    """A room pyproject packages but the image leaves out fails only at run time."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \1$", text, re.MULTILINE))
+    found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    rooms = {p.rstrip("*") for p in found["packages"]["find"]["include"]}
+    assert rooms and rooms == copied
 
 
 # --- the commands of deploy/README.md --------------------------------------------------

@@ -10,7 +10,7 @@ import lancedb
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 from flows.ingest import ingest_flow
 from flows.train import train_flow
 from models.select import archive_key_width

@@ -67,7 +67,7 @@ def test_sigkill_mid_run_then_rerun_is_exact(tmp_path, model_cache, prefect_harn
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "ingest", str(archive), "--config", str(config_file)],
+        [sys.executable, "-m", "cli.app", "ingest", str(archive), "--config", str(config_file)],
         cwd=ROOT,
         env=env,
         start_new_session=True,

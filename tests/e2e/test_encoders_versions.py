@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 from flows.ingest import ingest_flow
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from checkpoints.bundle import bundle_available
-from flows.cli import app
+from cli.app import app
 
 pytestmark = pytest.mark.e2e
 

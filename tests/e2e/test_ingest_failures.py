@@ -26,7 +26,7 @@ from actors.encode import EncodeStage
 from actors.ray_runner import RayStageRunner
 from actors.runtime import bind_model
 from actors.scheduler import StageCallFailed
-from flows.cli import app
+from cli.app import app
 from flows.ingest import run_ingest
 from schemas.records import VideoTask
 from storage.catalog import Catalog

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from cli.app import app
 from flows.answer import answer_flow
-from flows.cli import app
 from flows.ingest import run_ingest
 from storage.uri import join
 

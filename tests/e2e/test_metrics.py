@@ -10,7 +10,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 
 from ..conftest import free_port
 

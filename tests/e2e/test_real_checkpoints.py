@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from actors.runtime import bind_model
-from flows.cli import app
+from cli.app import app
 from flows.ingest import ingest_flow
 from storage.uri import join
 from tests.checkpoints.test_compose import minilm_dir, save_tiny_part

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from actors.query import QueryStage
 from actors.runtime import bind_model
-from flows.cli import app
+from cli.app import app
 from flows.ingest import run_ingest
 from schemas.records import Question
 from storage.catalog import Catalog

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.cli import EXIT_STORAGE, app
+from cli.app import EXIT_STORAGE, app
 from flows.ingest import run_ingest
 from schemas.config import load_config
 from storage.catalog import Catalog
@@ -162,7 +162,7 @@ def vmem_ingest(*args: str) -> tuple[int, str]:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "ingest", *args],
+        [sys.executable, "-m", "cli.app", "ingest", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

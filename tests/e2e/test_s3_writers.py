@@ -93,7 +93,7 @@ def start_ingest(source: str, config: Path, tmp_path: Path, name: str) -> subpro
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value()}
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed by the OS at exit
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "ingest", source, "--config", str(config)],
+        [sys.executable, "-m", "cli.app", "ingest", source, "--config", str(config)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -12,7 +12,7 @@ import pytest
 from ray import serve
 from typer.testing import CliRunner
 
-from flows.cli import app as cli
+from cli.app import app as cli
 from flows.ingest import run_ingest
 from schemas.config import ModelConfig, QueryConfig, ServiceConfig, StorageConfig, VMemConfig
 from service.serve import run_service

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from flows.cli import app as cli
+from cli.app import app as cli
 from service.auth import API_KEYS, KeyStore, require, split_key
 from service.errors import install_error_handlers
 from storage.uri import join

@@ -170,7 +170,7 @@ def test_local_lock_waits_names_the_holder_and_gives_up(tmp_path):
 def test_cli_gives_lease_and_storage_errors_their_exit_codes(capsys):
     import typer
 
-    from flows.cli import EXIT_STORAGE, EXIT_WRITER_BUSY, _storage_errors
+    from cli.app import EXIT_STORAGE, EXIT_WRITER_BUSY, _storage_errors
     from schemas.config import VMemConfig
     from storage.lease import LeaseError
 

@@ -10,9 +10,9 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli.app import app
+from cli.views import clock, print_selection, print_table
 from client.results import AskResult, ClipHit, VideoHit
-from flows.cli import app
-from flows.views import clock, print_selection, print_table
 from tests.service.conftest import CLIPS, tiny_db  # noqa: F401
 
 LONG = "s3://archive/" + "/".join(["a-rather-long-folder-name"] * 4)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 
 
 def test_train_refuses_a_bad_config_with_a_named_field(tmp_path):

@@ -12,8 +12,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from flows import views
-from flows.options import PIPELINE_OPTIONS, RunOptions, shared_options
+from cli import views
+from cli.options import PIPELINE_OPTIONS, RunOptions, shared_options
 from schemas.config import ConfigError, VMemConfig, describe, section_fields
 from schemas.eval_config import EvalConfig
 from schemas.settings import quiet_third_party
@@ -614,7 +614,7 @@ def demo(
     made from its ground truth, and print the model's answers beside the truth."""
     import json
 
-    from flows.demo import run_demo
+    from cli.demo import run_demo
 
     cfg = _config(replace(opts, db=opts.db or str(workdir / "db")))
     summary = run_demo(workdir, _bind(cfg), console)

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actors.runtime import BoundModel
-from flows.cli import EXIT_NEW_FAILURES, app
+from cli.app import EXIT_NEW_FAILURES, app
 from flows.ingest import IngestFailed, run_ingest
 from schemas.config import VMemConfig
 from schemas.records import IngestReport

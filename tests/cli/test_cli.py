@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from actors.runtime import BoundModel
-from flows.cli import app
-from flows.options import PIPELINE_OPTIONS
+from cli.app import app
+from cli.options import PIPELINE_OPTIONS
 from schemas.config import VMemConfig
 from schemas.eval_config import EvalConfig
 from schemas.records import AnswerReport, IngestReport

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli.app import app
 from schemas.config import StorageConfig
 from storage.db import connect
 
@@ -75,7 +75,7 @@ def _catalog_rows():
 def test_status_fits_80_columns_filters_and_totals():
     from rich.console import Console
 
-    from flows.views import print_status
+    from cli.views import print_status
 
     console = Console(width=80, record=True, force_terminal=False)
     print_status(console, _catalog_rows(), json_out=False)

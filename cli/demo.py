@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from actors.runtime import BoundModel
+from cli.views import print_ingest_report
 from evaluation.asking import has_answerer, select_for
 from evaluation.scoring import expected_answer
 from flows.ingest import run_ingest
-from flows.views import print_ingest_report
 from world.questions import QA, make_questions
 from world.render import write_world_once
 from world.samples import write_bad_inputs
