@@ -23,6 +23,7 @@ from decode.sampling import (
     probe,
     sample_frames,
 )
+from decode.thumbnails import ThumbnailPlan, encode_jpeg
 from schemas.config import DecodeConfig
 from schemas.records import Clip, DecodedChunk, StageError, VideoProbe, VideoTask
 from storage.archive import ArchiveError, open_video
@@ -72,11 +73,16 @@ class DecodeStage:
     ) -> Iterator[DecodedChunk]:
         cfg, first = self.cfg, True
         stats = SampleStats()  # its rotation is known once the first frame is decoded
+        thumbs = ThumbnailPlan(every=cfg.clip_frames, at=cfg.clip_frames // 2)
         frames = sample_frames(
-            container, cfg.sample_fps, cfg.frame_size, cfg.sampling, stats, name=task.uri
+            container, cfg.sample_fps, cfg.frame_size, cfg.sampling, stats, task.uri, thumbs
         )
         clips: list[Clip] = []
-        for clip, is_last in _with_last(self._clips(task.video_id, frames, probed.duration_s)):
+        made = (
+            _with_thumbnail(clip, thumbs, cfg.clip_frames)
+            for clip in self._clips(task.video_id, frames, probed.duration_s)
+        )
+        for clip, is_last in _with_last(made):
             clips.append(clip)
             if is_last or len(clips) == cfg.chunk_clips:
                 shown = displayed(probed, stats.rotation) if first else None  # catalog: as seen
@@ -119,6 +125,19 @@ def make_clip(
     if duration > times[-1]:
         t_end = min(duration, t_end)
     return Clip(video_id, index, float(times[0]), float(t_end), frames, n)
+
+
+def _with_thumbnail(clip: Clip, thumbs: ThumbnailPlan, clip_frames: int) -> Clip:
+    """The clip with its thumbnail: the one the sampler made from its middle frame at full
+    size, or (a short last clip, or a frame the decoder never returned) a JPEG of its
+    middle sampled frame at the model's size."""
+    k = clip.clip_index * clip_frames + thumbs.at
+    clip.thumbnail = thumbs.made.pop(k, None)
+    for done in [i for i in thumbs.made if i < k]:  # a plan entry no clip took
+        del thumbs.made[done]
+    if clip.thumbnail is None:
+        clip.thumbnail = encode_jpeg(clip.frames[(clip.n_frames - 1) // 2])
+    return clip
 
 
 def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:

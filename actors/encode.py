@@ -109,6 +109,7 @@ class EncodeStage:
                     t_end=clip.t_end,
                     archive_key=keys[row],
                     memory=memory_np[row],
+                    thumbnail=clip.thumbnail,
                 )
             )
         return records

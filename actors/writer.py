@@ -18,6 +18,7 @@ from storage.catalog import Catalog
 from storage.db import chunks, in_list, writer_lock
 from storage.encoders import EncoderLedger
 from storage.memories import MemoryStore
+from storage.thumbnails import ThumbnailStore
 
 
 class MemoryWriter:
@@ -29,6 +30,7 @@ class MemoryWriter:
         self.store.ensure_memories(*dims)
         self.catalog = Catalog(self.store)
         self.ledger = EncoderLedger(self.store.db)  # per-encoder state (storage.encoders)
+        self.thumbnails = ThumbnailStore(self.store.db)  # one JPEG per clip, any encoder
         self._outcomes: list[VideoOutcome] = []
         self._records: list[MemoryRecord] = []
         self.commits = 0
@@ -50,6 +52,7 @@ class MemoryWriter:
                 self.store.write_memories(self._records, self.encoder, tasks)
             done = {o.task.video_id: o.n_clips for o in self._outcomes if o.status == "done"}
             self.store.delete_stale_clips(done, self.encoder)
+            self.thumbnails.write(self._records, done)  # beside the memories, before the catalog
             self.catalog.record(self._outcomes, self.encoder)
             # last: a ledger entry says "this encoder need not run again", so only once the
             # memories and the catalog row it vouches for are committed
@@ -67,6 +70,7 @@ class MemoryWriter:
             marked, gone = self.catalog.mark_deleted(archive, listed)
             if gone:
                 self.store.delete_videos(gone)
+                self.thumbnails.delete_videos(gone)
                 self._forget_ledger_entries(gone)
         return [row["uri"] for row in marked]
 

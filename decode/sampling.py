@@ -35,6 +35,7 @@ import av
 import numpy as np
 from av.container import InputContainer
 
+from decode.thumbnails import ThumbnailPlan
 from schemas.records import VideoProbe
 
 EPS_S = 1e-3  # a frame this close before a target counts as being at the target
@@ -186,24 +187,30 @@ def sample_frames(
     mode: str = "auto",
     stats: SampleStats | None = None,
     name: str | None = None,
+    thumbnails: ThumbnailPlan | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (t seconds, (frame_size, frame_size, 3) uint8) for t = k / sample_fps < duration.
 
     ``source`` is a path, a seekable binary file-like, or an open container (left open).
+    With ``thumbnails``, the samples it wants also get a JPEG thumbnail made from the
+    full-size decoded frame (in ``thumbnails.made``, by sample index), before they are
+    yielded.
     """
     if mode not in ("auto", "exact", "keyframe"):
         raise ValueError(f"unknown sampling mode {mode!r}")
+    args = (sample_fps, frame_size, mode, stats, name, thumbnails)
     if isinstance(source, InputContainer):
-        yield from _Sampler(source, sample_fps, frame_size, mode, stats, name).run()
+        yield from _Sampler(source, *args).run()
         return
     with open_container(source, name) as container:
-        yield from _Sampler(container, sample_fps, frame_size, mode, stats, name).run()
+        yield from _Sampler(container, *args).run()
 
 
 class _Sampler:
     """The state of one sampling run: target grid, buffered GOP, frames awaited."""
 
-    def __init__(self, container, sample_fps, frame_size, mode, stats, name) -> None:
+    def __init__(self, container, sample_fps, frame_size, mode, stats, name, thumbs) -> None:
+        self.thumbs: ThumbnailPlan | None = thumbs
         self.name = name or source_name(container.name)
         self.container, self.stream = container, video_stream(container, self.name)
         self.codec = self.stream.codec_context
@@ -369,7 +376,21 @@ class _Sampler:
             self.stats.rotation = display_rotation(frame)
             self.stats.frames_converted += 1
             while self.awaited and self.awaited[0][0] <= frame.pts:
-                yield from self._emit(self.awaited.popleft()[1], rgb)
+                targets = self.awaited.popleft()[1]
+                self._thumbnail(frame, targets)
+                yield from self._emit(targets, rgb)
+
+    def _thumbnail(self, frame: av.VideoFrame, targets: list[float]) -> None:
+        """A JPEG of the full-size ``frame`` for the targets the plan wants (upright)."""
+        plan = self.thumbs
+        if plan is None:
+            return
+        wanted = [k for k in (round(t * self.fps) for t in targets) if plan.wants(k)]
+        if not wanted:
+            return
+        jpeg = plan.make(frame, quarter_turns(display_rotation(frame)))
+        for k in wanted:
+            plan.made[k] = jpeg
 
     def _emit(self, targets: list[float], rgb: np.ndarray | None):
         if rgb is None:

@@ -252,6 +252,12 @@ class ServiceConfig(_Frozen):
     keys_refresh_s: float = Field(
         10.0, gt=0, description="how often a replica re-reads the api_keys table (revocations)"
     )
+    max_batch_questions: int = Field(
+        10_000, ge=1, description="most questions of one batch sent inline to /v1/batches"
+    )
+    max_batches_running: int = Field(
+        2, ge=1, description="batches one replica runs at once; beyond it 429 with Retry-After"
+    )
 
 
 class VMemConfig(_Frozen):

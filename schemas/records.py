@@ -69,6 +69,7 @@ class Clip:
     t_end: float
     frames: np.ndarray  # (T, H, W, 3) uint8; a short last clip is padded with its last frame
     n_frames: int  # real (unpadded) frames
+    thumbnail: bytes | None = None  # a small JPEG of its middle frame (decode.thumbnails)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class MemoryRecord:
     t_end: float
     archive_key: np.ndarray  # (key width,) float32 unit: the clip's ANN key (archive stage)
     memory: np.ndarray  # (M, D) float32; quantised to int8 + per-token scale when stored
+    thumbnail: bytes | None = None  # the clip's JPEG, carried to the thumbnails table
 
 
 @dataclass

@@ -3,6 +3,7 @@
 ``memories``: one row per clip, key (video_id, clip_index, encoder).
 ``videos``: the catalog and ingest ledger, key video_id.
 ``video_encoders``: per-encoder ingest state of each video, key (video_id, encoder).
+``thumbnails``: one JPEG per clip, key (video_id, clip_index), any encoder.
 No float16 columns anywhere (DuckDB cannot read them): tokens are int8 + float32 scales.
 """
 
@@ -82,6 +83,18 @@ VIDEO_ENCODERS_SCHEMA = pa.schema(
         pa.field("status", pa.string()),  # "done" | "failed"
         pa.field("n_clips", pa.int32()),
         pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+# One small JPEG per clip, made at ingest from a decoded frame (decode.thumbnails): beside
+# the memories, not in them, so scans of memories stay lean; the same for every encoder.
+THUMBNAILS = "thumbnails"
+THUMBNAIL_KEY = ["video_id", "clip_index"]
+THUMBNAILS_SCHEMA = pa.schema(
+    [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("clip_index", pa.int32(), nullable=False),
+        pa.field("jpeg", pa.binary()),
     ]
 )
 

@@ -4,6 +4,9 @@
     POST /v1/sql       {query, page_token?}                        -> rows, paged
     GET  /v1/videos    ?status=&page_token=                        -> catalog rows, paged
     GET  /v1/videos/{video_id}
+    GET  /v1/clips/{video_id}/{clip_index}/thumbnail.jpg | segment.mp4   (service.media)
+    POST /v1/batches, GET /v1/batches/{id}, GET /v1/batches/{id}/results (service.batches;
+                                                                   write scope to send one)
     GET  /v1/openapi.json, GET /metrics                            (a read key, like the above)
     GET  /healthz                                                  (no key: storage and model)
 
@@ -22,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
 from fastapi import Path as PathParam
@@ -34,6 +37,16 @@ from schemas.config import ServiceConfig
 from schemas.records import Question, StageError
 from schemas.tables import VIDEOS
 from service.auth import KeyStore, require
+from service.batches import (
+    BATCH_ID_PATTERN,
+    BatchCreated,
+    Batches,
+    BatchRequest,
+    BatchResults,
+    BatchRunner,
+    BatchStatus,
+    stage_runner,
+)
 from service.bodies import (
     VIDEO_COLUMNS,
     Health,
@@ -50,14 +63,22 @@ from service.bodies import (
 )
 from service.errors import ApiError, install_error_handlers, log, public_message
 from service.limits import BodyLimit, check_k, within_time
+from service.media import ClipMedia
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.paging import fingerprint, page_offset, page_token, sql_page
+from service.paging import page_token as page_token_for
 from storage.db import StorageError, open_table, sql_literal
 from storage.sql import SqlError
 from storage.uri import object_store_message
 
 API_VERSION = "1.0.0"
 HEALTH_TIMEOUT_S = 10.0
+THUMBNAIL_CACHE = "private, max-age=86400"  # a clip's thumbnail changes only on re-ingest
+SEGMENT_CACHE = "private, max-age=3600"
+PARQUET = "application/vnd.apache.parquet"
+VideoIdPath = Annotated[str, PathParam(max_length=64)]
+ClipIndexPath = Annotated[int, PathParam(ge=0, le=10**9)]
+BatchIdPath = Annotated[str, PathParam(pattern=BATCH_ID_PATTERN)]
 
 
 class SearchService:
@@ -215,8 +236,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def create_app(stage: QueryStage, cfg: ServiceConfig, keys: KeyStore) -> FastAPI:
-    """The app over one query stage (set up on first use if it is not yet)."""
+def create_app(
+    stage: QueryStage, cfg: ServiceConfig, keys: KeyStore, batch_runner: BatchRunner | None = None
+) -> FastAPI:
+    """The app over one query stage (set up on first use if it is not yet). Batches run
+    through ``batch_runner`` (on Serve: the answer flow on the query actor pool); without
+    one, in this process on the same stage."""
     app = FastAPI(
         title="VMem memory search",
         version=API_VERSION,
@@ -273,6 +298,87 @@ def create_app(stage: QueryStage, cfg: ServiceConfig, keys: KeyStore) -> FastAPI
     @app.get("/v1/videos/{video_id}", response_model=VideoOut, dependencies=read)
     async def video(video_id: Annotated[str, PathParam(max_length=64)]):
         return await within_time(timeout, lambda: service.video(video_id))
+
+    # ---- a clip's media (service.media) ------------------------------------------------
+    media = ClipMedia(stage)
+
+    def media_call(work):
+        def run():
+            service.ready()
+            with service._storage_errors():
+                return work()
+
+        return within_time(timeout, run)
+
+    @app.get(
+        "/v1/clips/{video_id}/{clip_index}/thumbnail.jpg",
+        dependencies=read,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no thumbnail"}},
+    )
+    async def thumbnail(video_id: VideoIdPath, clip_index: ClipIndexPath):
+        """The clip's thumbnail, a small JPEG made at ingest."""
+        jpeg = await media_call(lambda: media.thumbnail(video_id, clip_index))
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": THUMBNAIL_CACHE})
+
+    @app.get(
+        "/v1/clips/{video_id}/{clip_index}/segment.mp4",
+        dependencies=read,
+        response_class=Response,
+        responses={200: {"content": {"video/mp4": {}}}, 410: {"description": "source gone"}},
+    )
+    async def segment(video_id: VideoIdPath, clip_index: ClipIndexPath):
+        """The clip's time range cut from its source video (copied, not re-encoded)."""
+        mp4 = await media_call(lambda: media.segment(video_id, clip_index))
+        return Response(mp4, media_type="video/mp4", headers={"Cache-Control": SEGMENT_CACHE})
+
+    # ---- batches (service.batches) -----------------------------------------------------
+    runner = batch_runner or stage_runner(service.ready, service._answer_lock)
+    batches = Batches(stage, cfg, runner)
+    write = [Depends(require("write"))]
+
+    @app.post("/v1/batches", response_model=BatchCreated, status_code=202, dependencies=write)
+    async def create_batch(body: BatchRequest):
+        """Start a batch: questions inline, or the uri of a JSONL/Parquet file of them."""
+        if body.answer and not service.can_answer:
+            raise ApiError(
+                400, "no_answerer", "this model has no answerer (train one with `vmem train`)"
+            )
+        for question in body.questions or []:
+            check_k(question.k, cfg.max_k)
+        return await media_call(lambda: batches.submit(body))
+
+    @app.get("/v1/batches/{batch_id}", response_model=BatchStatus, dependencies=read)
+    async def batch_status(batch_id: BatchIdPath):
+        """A batch's state (queued, running, done, failed), progress and counts."""
+        return await media_call(lambda: batches.status(batch_id))
+
+    @app.get(
+        "/v1/batches/{batch_id}/results",
+        response_model=BatchResults,
+        dependencies=read,
+        responses={200: {"content": {PARQUET: {}}}},
+    )
+    async def batch_results(
+        batch_id: BatchIdPath,
+        format: Annotated[Literal["json", "parquet"], Query()] = "json",
+        page_token: Annotated[str | None, Query(max_length=200)] = None,
+    ):
+        """The rows of a finished batch (``vmem answer``'s columns): JSON a page at a
+        time, or the whole Parquet file with ``format=parquet``."""
+        if format == "parquet":
+            data = await media_call(lambda: batches.results_bytes(batch_id))
+            return Response(data, media_type=PARQUET)
+        bound_to = fingerprint("batch", batch_id)
+        offset = page_offset(page_token, bound_to)
+        page = await media_call(lambda: batches.results_page(batch_id, offset, cfg.page_size))
+        rows = [_jsonable_row(public_row(r)) for r in page.slice(0, cfg.page_size).to_pylist()]
+        more = page.num_rows > cfg.page_size
+        return BatchResults(
+            columns=page.column_names,
+            rows=rows,
+            next_page_token=page_token_for(offset + cfg.page_size, bound_to) if more else None,
+        )
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=read)
     async def openapi():

@@ -22,6 +22,7 @@ from storage.uri import is_s3
 MAX_QUESTION_CHARS = 2_000
 MAX_TOKEN_CHARS = 200
 THUMBNAIL_URL = "/v1/clips/{video_id}/{clip_index}/thumbnail.jpg"
+SEGMENT_URL = "/v1/clips/{video_id}/{clip_index}/segment.mp4"
 VideoStatus = Literal["done", "failed", "deleted"]
 
 
@@ -50,6 +51,7 @@ class ClipOut(BaseModel):
     t_end: float
     score: float
     thumbnail_url: str
+    segment_url: str = Field(description="the clip's time range of its video, as MP4")
 
 
 class VideoHit(BaseModel):
@@ -154,14 +156,15 @@ def video_hits(clips: list[SelectedClip]) -> list[VideoHit]:
             )
             hits[clip.video_id] = hit
         hit.score = max(hit.score, clip.score)
-        url = THUMBNAIL_URL.format(video_id=clip.video_id, clip_index=clip.clip_index)
+        ids = {"video_id": clip.video_id, "clip_index": clip.clip_index}
         hit.clips.append(
             ClipOut(
                 clip_index=clip.clip_index,
                 t_start=clip.t_start,
                 t_end=clip.t_end,
                 score=clip.score,
-                thumbnail_url=url,
+                thumbnail_url=THUMBNAIL_URL.format(**ids),
+                segment_url=SEGMENT_URL.format(**ids),
             )
         )
     return list(hits.values())

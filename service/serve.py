@@ -20,6 +20,7 @@ from actors.runtime import BoundModel, bind_model, ensure_ray
 from schemas.config import ServiceConfig, VMemConfig
 from service.app import create_app
 from service.auth import KeyStore
+from service.batches import flow_runner
 
 APP_NAME = "vmem"
 
@@ -29,14 +30,18 @@ APP_NAME = "vmem"
 class SearchReplica:
     """One replica: a query stage and the app over it."""
 
-    def __init__(self, cfg: VMemConfig, checkpoint: str, encoder: str) -> None:
+    def __init__(
+        self, cfg: VMemConfig, checkpoint: str, encoder: str, dims: tuple[int, int, int]
+    ) -> None:
         self.cfg = cfg
+        # batches: the Prefect answer flow on the query actor pool, from this replica
+        self.batch_runner = flow_runner(cfg, BoundModel(checkpoint, encoder, cfg, dims))
         self.stage = QueryStage(checkpoint, encoder, cfg.storage, cfg.query)
         self.stage.setup()  # the model and the store, once per replica
         self.keys = KeyStore(cfg.storage, cfg.service.keys_refresh_s)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_app(self.stage, self.cfg.service, self.keys)
+        return create_app(self.stage, self.cfg.service, self.keys, self.batch_runner)
 
 
 def deployment_options(cfg: ServiceConfig) -> dict[str, Any]:
@@ -73,7 +78,7 @@ def run_service(
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     deployment = SearchReplica.options(**deployment_options(cfg.service))
     serve.run(
-        deployment.bind(cfg, bound.checkpoint, bound.encoder),
+        deployment.bind(cfg, bound.checkpoint, bound.encoder, bound.dims),
         name=APP_NAME,
         route_prefix="/",
         blocking=False,

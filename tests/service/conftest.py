@@ -93,3 +93,60 @@ def make_service(db: TinyDb, **limits) -> Service:
 @pytest.fixture(scope="session")
 def service(tiny_db) -> Service:
     return make_service(tiny_db, page_size=2, search_page_videos=2)
+
+
+@dataclass
+class MediaDb:
+    """Real videos ingested through the decode and encode stages and the writer (so the
+    thumbnails are the ones ingest makes), and the service over them."""
+
+    service: Service
+    videos: dict[str, str]  # video_id -> source path
+    gone: str  # the video_id whose source file was removed after ingest
+    stage: QueryStage
+
+
+@pytest.fixture(scope="session")
+def media_db(tiny_db, tmp_path_factory) -> MediaDb:
+    from actors.decode import DecodeStage
+    from world.samples import write_synthetic_video
+
+    root = tmp_path_factory.mktemp("media")
+    archive = root / "archive"
+    archive.mkdir()
+    cfg = tiny_db.cfg.with_overrides(
+        decode={"sample_fps": 4.0},
+        storage={"db": str(root / "db")},  # 4 s clips
+    )
+    bound = bind_model(cfg)
+    decode, encode = DecodeStage(bound.config.decode), EncodeStage(bound.checkpoint, "cpu")
+    encode.setup()
+    writer = MemoryWriter(bound.config.storage, bound.encoder, bound.dims)
+    sources = {
+        "kept": write_synthetic_video(archive / "kept.mp4", 10, size=(320, 240), gop_seconds=1),
+        "gone": write_synthetic_video(archive / "gone.mp4", 5, seed=3, gop_seconds=1),
+    }
+    videos = {}
+    for path in sources.values():
+        task = VideoTask(uri=str(path), size=path.stat().st_size, etag="e", archive=str(archive))
+        records, probe = [], None
+        for chunk in decode.stream(task):
+            assert chunk.error is None, chunk.error
+            probe = probe or chunk.probe
+            for clip in chunk.clips:  # one at a time: each carries the previous one's memory
+                records += encode.encode_step([clip])
+        encode.release([task.video_id])
+        writer.add(VideoOutcome(task, "done", n_clips=len(records), probe=probe), records)
+        videos[task.video_id] = str(path)
+    writer.flush()
+    sources["gone"].unlink()
+    gone = next(v for v, p in videos.items() if p.endswith("gone.mp4"))
+    service_cfg = ServiceConfig(page_size=2)
+    stage = QueryStage(bound.checkpoint, bound.encoder, bound.config.storage, bound.config.query)
+    keys = KeyStore(bound.config.storage, service_cfg.keys_refresh_s)
+    read, write = keys.create("read").key, keys.create("write").key
+    client = TestClient(create_app(stage, service_cfg, keys), raise_server_exceptions=False)
+    bearer = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
+    tiny = TinyDb(bound.config, bound.checkpoint, bound.encoder, {})
+    service = Service(client, keys, bearer(read), bearer(write), tiny)
+    return MediaDb(service, videos, gone, stage)

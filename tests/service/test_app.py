@@ -265,6 +265,11 @@ def test_openapi_lists_the_v1_endpoints_behind_a_key(service):
         "/v1/sql",
         "/v1/videos",
         "/v1/videos/{video_id}",
+        "/v1/clips/{video_id}/{clip_index}/thumbnail.jpg",
+        "/v1/clips/{video_id}/{clip_index}/segment.mp4",
+        "/v1/batches",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/results",
     }
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
