@@ -20,6 +20,7 @@ from schemas.records import VideoOutcome
 from schemas.tables import VIDEO_ENCODER_KEY, VIDEO_ENCODERS, VIDEO_ENCODERS_SCHEMA, VIDEOS
 from storage.db import StorageError, chunks, in_list, open_table, sql_literal, writer_lock
 from storage.memories import MemoryStore
+from storage.thumbnails import ThumbnailStore
 
 LEDGER_COLUMNS = [f.name for f in VIDEO_ENCODERS_SCHEMA]
 LOOKUP_MAX = 5_000  # above this many videos, a lookup reads the encoder's rows in one scan
@@ -189,5 +190,17 @@ def prune_encoder(store: MemoryStore, encoder: str) -> tuple[int, int]:
                 f"no encoder {encoder!r} in {store.cfg.db} (vmem encoders lists them)"
             )
         if clips:
+            held = set(store.scan(predicate, ["video_id"]).column("video_id").to_pylist())
             store.table.delete(predicate)
+            _drop_orphan_thumbnails(store, held)
         return clips, ledger.forget(encoder)
+
+
+def _drop_orphan_thumbnails(store: MemoryStore, video_ids: set[str]) -> None:
+    """Thumbnails belong to no encoder: those of videos left with no clip of any encoder
+    after a prune go too."""
+    kept: set[str] = set()
+    for ids in chunks(sorted(video_ids)):
+        rows = store.scan(in_list("video_id", ids), ["video_id"])
+        kept.update(rows.column("video_id").to_pylist())
+    ThumbnailStore(store.db).delete_videos(sorted(video_ids - kept))

@@ -209,3 +209,20 @@ def test_retiring_ingest_tags_keeps_the_newest_and_other_tags(store, history):
     assert retire_ingest_tags(table, datetime.now(UTC) - timedelta(days=1)) == []  # all young
     assert retire_ingest_tags(table, datetime.now(UTC) + timedelta(seconds=1)) == [tag1]
     assert set(table.tags.list()) == {tag2, "release-1"}
+
+
+def test_prune_drops_the_thumbnails_of_videos_no_encoder_holds_any_more(store, fake):
+    from dataclasses import replace as with_
+
+    from storage.thumbnails import ThumbnailStore
+
+    both, only_a = [fake.task("v1")], [fake.task("v2")]
+    commit(store, both + only_a, A, fake)
+    commit(store, both, B, fake)
+    thumbnails = ThumbnailStore(store.db)
+    records = [r for t in both + only_a for r in fake.records(t, 2)]
+    thumbnails.write([with_(r, thumbnail=b"jpeg") for r in records], {})
+    assert thumbnails.get(only_a[0].video_id, 0) == b"jpeg"
+    prune_encoder(store, A)
+    assert thumbnails.get(both[0].video_id, 1) == b"jpeg"  # B still has its clips
+    assert thumbnails.get(only_a[0].video_id, 0) is None
