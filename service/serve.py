@@ -18,6 +18,7 @@ from ray.serve.config import BackpressureConfig
 from actors.query import QueryStage
 from actors.runtime import BoundModel, bind_model, ensure_ray
 from schemas.config import ServiceConfig, VMemConfig
+from schemas.settings import worker_env
 from service.app import create_app
 from service.auth import KeyStore
 from service.batches import flow_runner
@@ -63,6 +64,19 @@ def deployment_options(cfg: ServiceConfig) -> dict[str, Any]:
     return options
 
 
+def replica_env() -> dict[str, str]:
+    """The replicas' environment: the quiet worker defaults, and the Prefect API this
+    process uses (when it has one), so the batches they run (the answer flow) report to
+    it."""
+    from prefect.settings import get_current_settings
+
+    env = worker_env()
+    api = get_current_settings().api.url
+    if api:
+        env["PREFECT_API_URL"] = str(api)
+    return env
+
+
 def run_service(
     cfg: VMemConfig,
     host: str | None = None,
@@ -76,7 +90,9 @@ def run_service(
     host, port = host or cfg.service.host, port or cfg.service.port
     ensure_ray(cfg.ray)
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
-    deployment = SearchReplica.options(**deployment_options(cfg.service))
+    options = deployment_options(cfg.service)
+    options["ray_actor_options"]["runtime_env"] = {"env_vars": replica_env()}
+    deployment = SearchReplica.options(**options)
     serve.run(
         deployment.bind(cfg, bound.checkpoint, bound.encoder, bound.dims),
         name=APP_NAME,

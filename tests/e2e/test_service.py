@@ -4,10 +4,13 @@ deployment over it, and an HTTP client asks what an application would."""
 
 from __future__ import annotations
 
+import io
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 from ray import serve
 from typer.testing import CliRunner
@@ -130,3 +133,43 @@ def test_a_full_queue_is_a_503_with_retry_after(served):
     assert set(statuses) <= {200, 503}, statuses
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.headers["retry-after"] == "2"
+
+
+def test_thumbnails_segments_and_a_batch_through_serve(served):
+    """A clip's thumbnail and segment, and a batch run by the Prefect answer flow on the
+    query actor pool from the replica, with a write key."""
+    url, key, _, root = served
+    made = CliRunner().invoke(cli, ["keys", "create", "--scope", "write", "--db", f"{root}/db"])
+    assert made.exit_code == 0, made.output
+    write = {"Authorization": f"Bearer {made.output.strip().splitlines()[-1]}"}
+    read = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        hit = client.post("/v1/search", json={"question": "a red circle"}, headers=read).json()
+        clip = hit["videos"][0]["clips"][0]
+        thumbnail = client.get(clip["thumbnail_url"], headers=read)
+        assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+        assert thumbnail.content[:2] == b"\xff\xd8"
+        segment = client.get(clip["segment_url"], headers=read)
+        assert segment.status_code == 200 and segment.headers["content-type"] == "video/mp4"
+
+        questions = [{"question": "a red circle", "id": "r"}, {"question": "a star", "id": "s"}]
+        refused = client.post("/v1/batches", json={"questions": questions}, headers=read)
+        assert refused.status_code == 403
+        sent = client.post("/v1/batches", json={"questions": questions}, headers=write)
+        assert sent.status_code == 202, sent.text
+        batch = sent.json()["batch_id"]
+        deadline = time.monotonic() + 180
+        state = {}
+        while time.monotonic() < deadline:
+            state = client.get(f"/v1/batches/{batch}", headers=read).json()
+            if state["state"] in ("done", "failed"):
+                break
+            time.sleep(0.5)
+        assert state["state"] == "done", state
+        assert state["progress"] == {"done": 2, "total": 2} and state["failed"] == 0
+        page = client.get(f"/v1/batches/{batch}/results", headers=read).json()
+        assert len(page["rows"]) == 2 and page["next_page_token"]  # page_size 2
+        whole = client.get(f"/v1/batches/{batch}/results?format=parquet", headers=read)
+        table = pq.read_table(io.BytesIO(whole.content))
+        assert set(table.column("question_id").to_pylist()) == {"r", "s"}
+        assert table.num_rows == state["rows"]
