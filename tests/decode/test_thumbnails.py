@@ -100,3 +100,33 @@ def test_thumbnail_store_upserts_drops_stale_and_deleted(tmp_path):
     assert store.get("b", 0) == b"b0" and store.get("b", 1) is None
     assert store.delete_videos(["a"]) == 2
     assert store.get("a", 0) is None and store.get("b", 0) == b"b0"
+
+
+def test_the_writer_stores_thumbnails_beside_the_memories_and_drops_deleted_ones(tmp_path):
+    from actors.writer import MemoryWriter
+    from schemas.records import VideoOutcome
+    from schemas.tables import MEMORIES
+    from storage.db import open_table
+
+    q, m, d = 4, 2, 4
+    cfg = StorageConfig(db=str(tmp_path / "db"), commit_videos=8)
+    writer = MemoryWriter(cfg, "enc@1", (q, m, d))
+    archive = str(tmp_path / "archive")
+    tasks = [
+        VideoTask(uri=f"{archive}/{name}.mp4", size=1, etag="e", archive=archive)
+        for name in ("kept", "gone")
+    ]
+    for task in tasks:
+        key, memory = np.ones(q, np.float32) / 2, np.zeros((m, d), np.float32)
+        records = [
+            MemoryRecord(task.video_id, i, i, i + 1.0, key, memory, thumbnail=b"%d" % i)
+            for i in range(2)
+        ]
+        writer.add(VideoOutcome(task, "done", n_clips=2), records)
+    writer.flush()
+    thumbnails = ThumbnailStore(writer.store.db)
+    assert [thumbnails.get(t.video_id, 1) for t in tasks] == [b"1", b"1"]
+    assert "jpeg" not in open_table(writer.store.db, MEMORIES).schema.names  # memories lean
+    writer.follow_deletions(archive, tasks[:1])  # "gone" left the archive
+    assert thumbnails.get(tasks[0].video_id, 0) == b"0"
+    assert thumbnails.get(tasks[1].video_id, 0) is None
