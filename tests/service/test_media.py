@@ -78,3 +78,23 @@ def test_search_results_link_their_thumbnail_and_segment(media_db):
     clip = body["videos"][0]["clips"][0]
     assert clip["segment_url"].endswith(f"/{clip['clip_index']}/segment.mp4")
     assert client.get(clip["thumbnail_url"], headers=read).status_code == 200
+
+
+def test_a_codec_mp4_cannot_carry_is_re_encoded_to_h264(tmp_path):
+    import numpy as np
+
+    from service.media import cut_segment
+
+    path = str(tmp_path / "lossless.avi")
+    with av.open(path, "w") as out:  # HuffYUV: MP4 has no tag for it
+        stream = out.add_stream("huffyuv", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
+        for i in range(50):
+            image = np.full((48, 64, 3), i * 5, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    data = cut_segment(path, 1.0, 3.0)
+    with av.open(io.BytesIO(data)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        times = [frame.time for frame in container.decode(video=0)]
+    assert len(times) == 20 and times[0] == 0.0  # 1.0 .. 3.0 s at 10 fps
