@@ -258,6 +258,11 @@ class ServiceConfig(_Frozen):
     max_batches_running: int = Field(
         2, ge=1, description="batches one replica runs at once; beyond it 429 with Retry-After"
     )
+    batch_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description="folders or s3:// prefixes a batch's question file may come from (none: "
+        "questions inline only; a write key must not read the server's files)",
+    )
 
 
 class VMemConfig(_Frozen):

@@ -212,6 +212,20 @@ def _questions_jsonl(questions: list[dict]) -> bytes:
     return "".join(json.dumps(q) + "\n" for q in questions).encode()
 
 
+def uri_allowed(uri: str, prefixes: list[str]) -> bool:
+    """Whether ``uri`` lies under one of ``prefixes`` (local paths resolved first, so
+    ``..`` and symlinks cannot leave them)."""
+    for prefix in prefixes:
+        if is_s3(prefix) and is_s3(uri):
+            if uri.startswith(prefix.rstrip("/") + "/"):
+                return True
+        elif not is_s3(prefix) and not is_s3(uri):
+            root = Path(prefix).resolve()
+            if Path(uri).resolve().is_relative_to(root):
+                return True
+    return False
+
+
 def parquet_questions(uri: str, storage_options: dict | None) -> list[dict]:
     """The questions of a Parquet file: its ``question`` column (and ``id``, ``where``,
     ``k`` when present), as the JSONL lines the answer flow reads."""
@@ -259,6 +273,14 @@ class Batches:
             )
         if body.uri is not None and not body.uri.endswith((".jsonl", ".parquet")):
             raise ApiError(400, "invalid_uri", "uri must name a .jsonl or .parquet file")
+        if body.uri is not None and not uri_allowed(body.uri, self.cfg.batch_uri_prefixes):
+            raise ApiError(
+                403,
+                "uri_not_allowed",
+                "uri is outside the places batches may read (service.batch_uri_prefixes"
+                + ("" if self.cfg.batch_uri_prefixes else ", none set: send questions inline")
+                + ")",
+            )
         if not self._slots.acquire(blocking=False):
             raise ApiError(
                 429,

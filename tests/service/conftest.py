@@ -141,7 +141,10 @@ def media_db(tiny_db, tmp_path_factory) -> MediaDb:
     writer.flush()
     sources["gone"].unlink()
     gone = next(v for v, p in videos.items() if p.endswith("gone.mp4"))
-    service_cfg = ServiceConfig(page_size=2)
+    # question files may come from the test's own folders only
+    service_cfg = ServiceConfig(
+        page_size=2, batch_uri_prefixes=[str(tmp_path_factory.getbasetemp())]
+    )
     stage = QueryStage(bound.checkpoint, bound.encoder, bound.config.storage, bound.config.query)
     keys = KeyStore(bound.config.storage, service_cfg.keys_refresh_s)
     read, write = keys.create("read").key, keys.create("write").key

@@ -121,6 +121,11 @@ def test_batches_need_a_write_key_and_valid_input(media_db):
     both = post({"questions": QUESTIONS, "uri": "s3://b/q.jsonl"}, service.write)
     assert both.status_code == 422
     assert post({"uri": "/etc/passwd"}, service.write).status_code == 400
+    # a write key cannot make the server read its own files (nor escape the allowed folder)
+    for outside in ("/etc/vmem.jsonl", "/tmp/../etc/q.parquet", "s3://other/q.jsonl"):
+        answer = post({"uri": outside}, service.write)
+        assert answer.status_code == 403, outside
+        assert answer.json()["error"]["code"] == "uri_not_allowed"
     unknown = service.client.get("/v1/batches/0123456789abcdef", headers=service.read)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "batch_not_found"
     bad_id = service.client.get("/v1/batches/..%2Fx", headers=service.read)
