@@ -179,7 +179,7 @@ def test_cli_exit_status_and_flow_state_follow_new_failures(
 ):
     source = tmp_path / "archive"
     source.mkdir()
-    (source / "good.mp4").write_bytes((archive / "d.mp4").read_bytes())
+    (source / "good.mp4").write_bytes((archive / "a.mp4").read_bytes())
     (source / "broken.mp4").write_text("not a video at all\n" * 10)
     cfg = make_config(tmp_path / "db")
     config_file = tmp_path / "vmem.yaml"
