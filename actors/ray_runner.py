@@ -10,15 +10,21 @@ Ray restarts a lost actor (``retry.actor_restarts`` times) and replays the calls
 cut: a decode stream resumes where it was; an encode step past clip 0 finds the carried
 memory gone (``CarriedMemoryLost``). Such a failure, or a call that failed for good because
 its actor was lost, is ``StageCallFailed(actor_lost=True)``: the scheduler starts the
-affected videos again from clip 0.
+affected videos again from clip 0. Before saying so the runner waits (up to
+``RESTART_WAIT_S``) until the actors answer again: when a node dies, calls fail at once
+(``ActorUnavailableError``) until Ray notices and restarts the actor elsewhere, and videos
+started again in that window would spend all their tries on the dead node.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import ray
 from ray.exceptions import (
+    ActorUnavailableError,
+    GetTimeoutError,
     NodeDiedError,
     ObjectLostError,
     RayActorError,
@@ -88,7 +94,7 @@ class RayStageRunner:
         except StopIteration:
             return None
         except RayError as exc:
-            raise _call_failed("decode actor failed", exc) from exc
+            raise _lost_waited(_call_failed("decode actor failed", exc), self.decoders) from exc
 
     def cancel_decode(self, stream: ray.ObjectRefGenerator) -> None:
         # dropping the handle alone would let the generator run to the end, unpaused
@@ -108,7 +114,7 @@ class RayStageRunner:
         try:
             return ray.get(step)
         except RayError as exc:
-            raise _call_failed("encode step failed", exc) from exc
+            raise _lost_waited(_call_failed("encode step failed", exc), self.encoders) from exc
 
     def release(self, encoder: int, video_ids: list[str]) -> None:
         # not replayed: a restarted encoder holds no memory to drop, a closed one needs none
@@ -121,6 +127,32 @@ class RayStageRunner:
 
 
 LOST = (RayActorError, ObjectLostError, NodeDiedError, WorkerCrashedError, CarriedMemoryLost)
+
+
+RESTART_WAIT_S = 60.0  # how long a loss waits for Ray to bring the actors back
+
+
+def _lost_waited(failed: StageCallFailed, actors: list) -> StageCallFailed:
+    """``failed``, once ``actors`` answer again if it was a loss (a restarted actor does)."""
+    if failed.actor_lost:
+        wait_until_answering(actors, RESTART_WAIT_S)
+    return failed
+
+
+def wait_until_answering(actors: list, timeout_s: float) -> None:
+    """Wait until each actor answers a no-op call, at most ``timeout_s`` in all; an actor
+    unavailable for now (its node just died) is asked again; one dead for good (out of
+    restarts) or not back in time is left to fail the next calls."""
+    deadline = time.monotonic() + timeout_s
+    for actor in actors:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=left)
+                break
+            except ActorUnavailableError:
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            except (GetTimeoutError, RayError):
+                return
 
 
 def _call_failed(what: str, exc: RayError) -> StageCallFailed:
