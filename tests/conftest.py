@@ -46,12 +46,12 @@ def s3_server() -> Iterator[dict[str, str]]:
     server.stop()
 
 
-@pytest.fixture
-def s3_bucket(s3_server) -> Callable[..., str]:
-    """Factory: ``make(prefix="vmem") -> bucket name`` creates a fresh empty bucket."""
+@pytest.fixture(scope="session")
+def s3_client(s3_server):
+    """A boto3 S3 client of moto's server (to upload test archives)."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_server["endpoint"],
         aws_access_key_id=s3_server["aws_access_key_id"],
@@ -59,9 +59,14 @@ def s3_bucket(s3_server) -> Callable[..., str]:
         region_name=s3_server["aws_region"],
     )
 
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_client) -> Callable[..., str]:
+    """Factory: ``make(prefix="vmem") -> bucket name`` creates a fresh empty bucket."""
+
     def make(prefix: str = "vmem") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        client.create_bucket(Bucket=name)
+        s3_client.create_bucket(Bucket=name)
         return name
 
     return make

@@ -12,7 +12,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
@@ -22,23 +21,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_three_node_cluster_ingests_from_s3_with_actors_off_the_driver(
-    tmp_path, s3_server, s3_bucket, prefect_harness, make_config
+    tmp_path, s3_server, s3_client, s3_bucket, prefect_harness, make_config
 ):
     from prefect.settings import PREFECT_API_URL
 
     from world.samples import write_synthetic_video
 
     bucket = s3_bucket("multinode")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
     for seed, name in enumerate(("one.mp4", "two.mp4")):
         path = write_synthetic_video(tmp_path / name, 3.0, seed=seed)
-        client.upload_file(str(path), bucket, f"videos/{name}")
+        s3_client.upload_file(str(path), bucket, f"videos/{name}")
     local = tmp_path / "local"
     write_synthetic_video(local / "here-only.mp4", 2.0, seed=9)
     # the credentials come from the environment, as from the Secret of deploy/ray-cluster.yaml
@@ -93,7 +85,7 @@ def test_a_three_node_cluster_ingests_from_s3_with_actors_off_the_driver(
 
 
 def test_losing_the_encode_actors_node_mid_run_restarts_its_videos_elsewhere(
-    tmp_path, s3_server, s3_bucket, prefect_harness, make_config
+    tmp_path, s3_server, s3_client, s3_bucket, prefect_harness, make_config
 ):
     """Issue 20 point 8: the node of the encode actor dies once clips are encoded; Ray
     restarts the actor on the other node with the encode resource, the scheduler starts its
@@ -107,17 +99,10 @@ def test_losing_the_encode_actors_node_mid_run_restarts_its_videos_elsewhere(
     from .conftest import expected_clips
 
     bucket = s3_bucket("node-loss")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
     seconds = {"a.mp4": 6.0, "b.mp4": 4.0}
     for seed, (name, length) in enumerate(seconds.items()):
         path = write_synthetic_video(tmp_path / name, length, seed=seed)
-        client.upload_file(str(path), bucket, f"videos/{name}")
+        s3_client.upload_file(str(path), bucket, f"videos/{name}")
     options = {k: s3_server[k] for k in ("aws_endpoint", "allow_http", "aws_region")}
     cfg = make_config(f"s3://{bucket}/db", storage_options=options, num_decoders=1)
     cfg = cfg.with_overrides(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -23,19 +22,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def s3_archive(s3_server, s3_bucket, good_videos):
+def s3_archive(s3_client, s3_bucket, good_videos):
     bucket = s3_bucket("archive")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.upload_file(str(good_videos["short.mp4"]), bucket, "videos/news/short.mp4")
-    client.upload_file(str(good_videos["medium.mp4"]), bucket, "videos/sport/medium.mp4")
-    client.put_object(Bucket=bucket, Key="videos/news/notes.mp4", Body=b"not a video at all")
-    client.put_object(Bucket=bucket, Key="videos/readme.txt", Body=b"ignored: not a video name")
+    s3_client.upload_file(str(good_videos["short.mp4"]), bucket, "videos/news/short.mp4")
+    s3_client.upload_file(str(good_videos["medium.mp4"]), bucket, "videos/sport/medium.mp4")
+    s3_client.put_object(Bucket=bucket, Key="videos/news/notes.mp4", Body=b"not a video at all")
+    s3_client.put_object(Bucket=bucket, Key="videos/readme.txt", Body=b"ignored: not a video name")
     return bucket
 
 

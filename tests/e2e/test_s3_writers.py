@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
@@ -44,17 +43,10 @@ def tiny_videos(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def archive(s3_server, s3_bucket, tiny_videos) -> str:
+def archive(s3_client, s3_bucket, tiny_videos) -> str:
     bucket = s3_bucket("writers")
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server["endpoint"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
     for key, path in tiny_videos.items():
-        client.upload_file(str(path), bucket, f"videos/{key}")
+        s3_client.upload_file(str(path), bucket, f"videos/{key}")
     return bucket
 
 
