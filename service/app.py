@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query
 from fastapi import Path as PathParam
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from actors.query import QueryStage
 from models.answer import ANSWERER_DIR
@@ -65,6 +65,7 @@ from service.errors import ApiError, install_error_handlers, log, public_message
 from service.limits import BodyLimit, check_k, within_time
 from service.media import ClipMedia
 from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.page import CONTENT_SECURITY_POLICY, PAGE_HTML
 from service.paging import fingerprint, page_offset, page_token, sql_page
 from service.paging import page_token as page_token_for
 from storage.db import StorageError, open_table, sql_literal
@@ -379,6 +380,11 @@ def create_app(
             rows=rows,
             next_page_token=page_token_for(offset + cfg.page_size, bound_to) if more else None,
         )
+
+    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    async def page():
+        """The results page: no data in it, so no key (it asks for one; service.page)."""
+        return HTMLResponse(PAGE_HTML, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=read)
     async def openapi():

@@ -298,3 +298,23 @@ def test_sql_without_limit_lists_every_row_and_aggregates_page_too(service):
         service, "SELECT video_id, COUNT(*) AS n FROM memories GROUP BY video_id ORDER BY n DESC"
     )
     assert pages == 2 and [g["n"] for g in groups] == sorted(CLIPS.values(), reverse=True)
+
+
+def test_the_results_page_needs_no_key_and_calls_only_routes_that_exist(service):
+    """The page holds no data (it asks for a key and sends it as a Bearer token); the
+    browser test that drives it is not written yet (issue 21)."""
+    import re
+
+    page = service.client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "img-src blob:" in page.headers["content-security-policy"]
+    html = page.text
+    assert 'id="question"' in html and 'id="where"' in html and 'id="key"' in html
+    assert "Authorization" in html and "sessionStorage" in html  # the key never goes in a URL
+    document = service.client.get("/v1/openapi.json", headers=service.read).json()
+    called = set(re.findall(r'"(/v1/[a-z]+)"', html))
+    assert called == {"/v1/search"}
+    assert called <= set(document["paths"])
+    # the clip routes the page builds for neighbours are the thumbnail route's shape
+    assert '"/v1/clips/"' in html and '"/thumbnail.jpg"' in html
+    assert "/v1/clips/{video_id}/{clip_index}/thumbnail.jpg" in document["paths"]
