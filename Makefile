@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CODE := schemas storage decode world models checkpoints training evaluation actors flows client service cli tests bench
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install browser demo test test-fast lint format bench clean
 
 # torch first, pinned to the CPU wheel (a bare `torch` would pull a multi-GB CUDA build);
 # on a GPU cluster install the CUDA build of torch 2.13.0 before `pip install -e .`.
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the results page's browser test drives Debian's chromium (nothing downloads a browser)
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
 
 demo: $(STAMP)
 	$(VENV)/bin/vmem demo

@@ -135,6 +135,7 @@ function show(result) {
   for (const video of result.videos) {
     const section = document.createElement("section");
     section.className = "video";
+    section.dataset.video = video.video_id;
     const head = document.createElement("h2");
     head.textContent = video.name + " (best " + video.score.toFixed(3) + ")";
     const clips = document.createElement("div");
