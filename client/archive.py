@@ -200,11 +200,19 @@ class Archive:
         return rows
 
     def thumbnail(self, video_id: str, clip_index: int) -> bytes:
-        """Not yet: ingest does not store thumbnails (issue 21, point 2)."""
-        raise NotImplementedError(
-            "thumbnails are not stored yet: ingest does not make them, so there is none for "
-            f"clip {clip_index} of {video_id}"
-        )
+        """The JPEG that ingest made of a clip (its middle sampled frame, 160 px)."""
+        from storage.thumbnails import ThumbnailStore
+
+        stage = self._ready()
+        assert stage.store is not None
+        with self._errors():
+            jpeg = ThumbnailStore(stage.store.db).get(video_id, int(clip_index))
+        if jpeg is None:
+            raise QueryError(
+                f"no thumbnail for clip {clip_index} of video {video_id} (unknown clip, or "
+                "ingested before thumbnails were made: ingest it again)"
+            )
+        return jpeg
 
     # ---- helpers -----------------------------------------------------------------------
     def _ready(self) -> QueryStage:

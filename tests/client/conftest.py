@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import Service, TinyDb, make_service, tiny_db  # noqa: F401
+from tests.service.conftest import Service, TinyDb, make_service, media_db, tiny_db  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -102,9 +102,20 @@ def test_bad_input_is_a_one_line_vmem_error(archive, call, kind, words):
     assert info.value.exit_code == 2
 
 
-def test_thumbnails_say_they_are_not_there_yet(archive, tiny_db):
-    with pytest.raises(NotImplementedError, match="thumbnails are not stored yet"):
+def test_a_missing_thumbnail_is_a_one_line_error(archive, tiny_db):
+    """The tiny database's clips were written without thumbnails (made by the writer
+    directly); ingest makes them (tests/service/test_media.py reads real ones)."""
+    with pytest.raises(QueryError, match="no thumbnail for clip 0") as info:
         archive.thumbnail(tiny_db.video_ids[next(iter(CLIPS))], 0)
+    assert "\n" not in str(info.value)
+
+
+def test_thumbnails_of_ingested_clips_are_jpegs(media_db):
+    from client.archive import Archive
+
+    kept = next(v for v in media_db.videos if v != media_db.gone)
+    jpeg = Archive.open(config=media_db.service.db.cfg).thumbnail(kept, 0)
+    assert jpeg[:3] == b"\xff\xd8\xff"  # a JPEG's start-of-image marker
 
 
 def test_opening_errors_name_the_problem(tiny_db, tmp_path):
