@@ -15,7 +15,7 @@ from __future__ import annotations
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoOutcome, VideoTask
 from storage.catalog import Catalog
-from storage.db import chunks, in_list, writer_lock
+from storage.db import writer_lock
 from storage.encoders import EncoderLedger
 from storage.memories import MemoryStore
 from storage.thumbnails import ThumbnailStore
@@ -71,14 +71,5 @@ class MemoryWriter:
             if gone:
                 self.store.delete_videos(gone)
                 self.thumbnails.delete_videos(gone)
-                self._forget_ledger_entries(gone)
+                self.ledger.forget_videos(gone)
         return [row["uri"] for row in marked]
-
-    def _forget_ledger_entries(self, video_ids: list[str]) -> None:
-        """Drop every encoder's ledger entry of some videos: if one comes back, each encoder
-        has to encode it again (its memories were pruned)."""
-        table = self.ledger.table
-        for ids in chunks(video_ids):
-            predicate = in_list("video_id", ids)
-            if table.count_rows(predicate):
-                table.delete(predicate)

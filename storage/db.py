@@ -90,6 +90,23 @@ def in_list(column: str, values: Iterable[Any]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
+def delete_rows(table: Any, predicate: str) -> int:
+    """Delete the rows matching ``predicate``; returns how many. A count first, and a delete
+    commit only when something matches (each commit is a round trip on object storage)."""
+    found = table.count_rows(predicate)
+    if found:
+        table.delete(predicate)
+    return found
+
+
+def delete_videos_from(table: Any, video_ids: Sequence[Any]) -> int:
+    """Delete every row of some videos (``video_id IN ...``, 500 at a time); returns how many."""
+    return sum(
+        delete_rows(table, in_list("video_id", ids))
+        for ids in chunks(list(dict.fromkeys(video_ids)))
+    )
+
+
 def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -18,7 +18,16 @@ import pyarrow.compute as pc
 
 from schemas.records import VideoOutcome
 from schemas.tables import VIDEO_ENCODER_KEY, VIDEO_ENCODERS, VIDEO_ENCODERS_SCHEMA, VIDEOS
-from storage.db import StorageError, chunks, in_list, open_table, sql_literal, writer_lock
+from storage.db import (
+    StorageError,
+    chunks,
+    delete_rows,
+    delete_videos_from,
+    in_list,
+    open_table,
+    sql_literal,
+    writer_lock,
+)
 from storage.memories import MemoryStore
 from storage.thumbnails import ThumbnailStore
 
@@ -111,11 +120,12 @@ class EncoderLedger:
         table = self._open()
         if table is None:  # create (and seed) it first, or the catalog would stand in
             table = self.table
-        predicate = f"encoder = {sql_literal(encoder)}"
-        count = table.count_rows(predicate)
-        if count:
-            table.delete(predicate)
-        return count
+        return delete_rows(table, f"encoder = {sql_literal(encoder)}")
+
+    def forget_videos(self, video_ids: list[str]) -> int:
+        """Delete every encoder's entries of some videos: if one comes back, each encoder has
+        to encode it again (its memories were pruned)."""
+        return delete_videos_from(self.table, video_ids)
 
 
 def _merge(table: Any, batch: pa.Table) -> int:

@@ -21,7 +21,16 @@ from lancedb.index import Bitmap, BTree, IvfPq, LabelList
 from schemas.config import StorageConfig
 from schemas.records import MemoryRecord, VideoTask
 from schemas.tables import MEMORIES, MEMORY_KEY, memories_schema
-from storage.db import StorageError, chunks, connect, in_list, open_table, sql_literal
+from storage.db import (
+    StorageError,
+    chunks,
+    connect,
+    delete_rows,
+    delete_videos_from,
+    in_list,
+    open_table,
+    sql_literal,
+)
 from storage.quantize import dequantize_tokens, quantize_tokens
 from storage.versions import AsOfConnection
 
@@ -155,22 +164,12 @@ class MemoryStore:
         # the IN list first: the video_id index narrows the rows the OR terms are tried on
         # (16 ms instead of 120 ms for 256 videos at 1M rows)
         predicate = f"{in_list('video_id', n_clips)} AND {encoder_scope(encoder, per_video)}"
-        stale = self.table.count_rows(predicate)
-        if stale:
-            self.table.delete(predicate)
-        return stale
+        return delete_rows(self.table, predicate)
 
     def delete_videos(self, video_ids: Sequence[str]) -> int:
         """Drop every clip (of every encoder) of some videos; returns the clips dropped. A
         count first, and a delete commit only when there is something to drop."""
-        dropped = 0
-        for ids in chunks(list(dict.fromkeys(video_ids))):
-            predicate = in_list("video_id", ids)
-            found = self.table.count_rows(predicate)
-            if found:
-                self.table.delete(predicate)
-                dropped += found
-        return dropped
+        return delete_videos_from(self.table, video_ids)
 
     def search(
         self,

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from schemas.records import MemoryRecord
 from schemas.tables import THUMBNAIL_KEY, THUMBNAILS, THUMBNAILS_SCHEMA
-from storage.db import chunks, in_list, open_table, sql_literal
+from storage.db import chunks, delete_rows, delete_videos_from, in_list, open_table, sql_literal
 
 
 class ThumbnailStore:
@@ -58,16 +58,7 @@ class ThumbnailStore:
     def delete_videos(self, video_ids: Sequence[str]) -> int:
         """Drop every thumbnail of some videos; returns how many."""
         table = self.table()
-        dropped = 0
-        if table is None:
-            return 0
-        for ids in chunks(list(dict.fromkeys(video_ids))):
-            predicate = in_list("video_id", ids)
-            found = table.count_rows(predicate)
-            if found:
-                table.delete(predicate)
-                dropped += found
-        return dropped
+        return 0 if table is None else delete_videos_from(table, video_ids)
 
     def delete_stale(self, n_clips: dict[str, int]) -> int:
         """Drop thumbnails of clips >= n of each video (it got shorter since last time)."""
@@ -77,11 +68,7 @@ class ThumbnailStore:
         per_video = " OR ".join(
             f"(video_id = {sql_literal(v)} AND clip_index >= {int(n)})" for v, n in n_clips.items()
         )
-        predicate = f"{in_list('video_id', n_clips)} AND ({per_video})"
-        stale = table.count_rows(predicate)
-        if stale:
-            table.delete(predicate)
-        return stale
+        return delete_rows(table, f"{in_list('video_id', n_clips)} AND ({per_video})")
 
     def get(self, video_id: str, clip_index: int) -> bytes | None:
         """The JPEG of one clip, or None."""
